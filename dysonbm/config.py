@@ -1,0 +1,373 @@
+"""Experiment configuration: frozen dataclasses, TOML loading, `--set` overrides, grid expansion.
+
+A config file has top-level keys and a few sections::
+
+    name = "ts_quick"            # results go to results/<name> unless --out is given
+    seed = 0
+    replicas = 256               # replicas per grid point
+    steps = 4000
+    snapshot_every = 200
+
+    [model]      # name = "teacher_student" (see dysonbm.models.REGISTRY) and the model's
+                 # own static settings (fields of its dataclass)
+    [train]      # lr, batch_size, init_std (defaults for the grid), optimizer
+    [data]       # protocol = "online" | "fixed" | "shared", batches_per_epoch or n_data, ...
+    [divergence] # bounds beyond which a replica is declared diverged and frozen
+    [record]     # what is saved at snapshots
+    [run]        # chunking and devices (never changes the numbers)
+
+    [[sweep]]    # a product grid over any per-replica hyperparameter; blocks are concatenated
+    lr = [0.1, 0.2]
+    batch_size = [4, 8, 16]
+
+Every error is a `ConfigError` whose message names the field and the value, so the command
+line can print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad input: the message names the field and the value."""
+
+    def __init__(self, field_name: str, value: Any, reason: str):
+        self.field = field_name
+        self.value = value
+        super().__init__(f"{field_name} = {value!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 0.1
+    batch_size: int = 16
+    init_std: float = 0.1
+    optimizer: str = "sgd"  # sgd | momentum | adam
+    momentum: float = 0.9
+    nesterov: bool = False
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    protocol: str = "online"  # online | fixed | shared
+    batches_per_epoch: int = 0  # dataset of batches_per_epoch * batch_size samples
+    n_data: int = 0  # or a dataset of n_data samples whatever the batch size
+    reshuffle: bool = False  # reshuffle the dataset each epoch (else fixed order)
+    n_test: int = 128  # held-out test set shared by all replicas
+
+
+@dataclass(frozen=True)
+class DivergenceConfig:
+    max_loss: float = 1e12
+    max_weight: float = 1e6
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    spectra: bool = True
+    weights: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    chunk_size: int = 0  # replicas per compiled chunk; 0 = all (rounded to the devices)
+    segment_snapshots: int = 0  # snapshots per host segment; 0 = about 20 segments
+    devices: int = 0  # devices to shard over; 0 = all local devices
+    unroll: int = 1  # SGD steps fused per scan iteration
+    dtype: str = "float32"
+
+
+HP_BASE = ("lr", "batch_size", "init_std")
+SECTIONS = {
+    "train": TrainConfig,
+    "data": DataConfig,
+    "divergence": DivergenceConfig,
+    "record": RecordConfig,
+    "run": RunConfig,
+}
+TOP_LEVEL = {"name": str, "seed": int, "replicas": int, "steps": int, "snapshot_every": int}
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    model: str
+    seed: int = 0
+    replicas: int = 16
+    steps: int = 1000
+    snapshot_every: int = 100
+    model_params: dict = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+    divergence: DivergenceConfig = DivergenceConfig()
+    record: RecordConfig = RecordConfig()
+    run: RunConfig = RunConfig()
+    sweeps: tuple = ()
+
+    @property
+    def n_snapshots(self) -> int:
+        """Snapshots including the initial state."""
+        return self.steps // self.snapshot_every + 1
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in TOP_LEVEL}
+        out["model"] = {"name": self.model, **self.model_params}
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        out["sweep"] = [dict(s) for s in self.sweeps]
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# loading
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config", str(path), "no such file")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("config", str(path), f"malformed TOML ({err})") from None
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: a TOML literal (number, bool, list, quoted string) or a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    """Set dotted keys (`train.lr`, `model.noise`, `steps`) in a raw config dict (copied)."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] == "sweep":
+            if len(parts) == 2:  # --set sweep.lr=[...] replaces the sweep by one block
+                raw["sweep"] = [{parts[1]: value}]
+                continue
+            raise ConfigError(key, value, "use sweep.<name>=[values]")
+        target = raw
+        for part in parts[:-1]:
+            sub = target.setdefault(part, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(key, value, f"{part!r} is not a section")
+            target = sub
+        target[parts[-1]] = value
+    return raw
+
+
+def parse_set_args(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError("--set", item, "expected key=value")
+        key, text = item.split("=", 1)
+        out[key.strip()] = parse_value(text.strip())
+    return out
+
+
+def _coerce(field_name: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(field_name, value, "expected true or false")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(field_name, value, "expected an integer")
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(field_name, value, "expected an integer")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(field_name, value, "expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(field_name, value, "expected a finite number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(field_name, value, "expected a string")
+        return value
+    return value
+
+
+def _section(name: str, cls: type, raw: Any):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(name, raw, "expected a table")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{name}.{key}", value, f"unknown key (known: {', '.join(known)})")
+        values[key] = _coerce(f"{name}.{key}", value, _type_of(known[key]))
+    return cls(**values)
+
+
+def _type_of(f: dataclasses.Field) -> type:
+    return {"float": float, "int": int, "str": str, "bool": bool}.get(str(f.type), type(f.default))
+
+
+def from_dict(raw: dict) -> Config:
+    """Validate a raw dict (as read from TOML) into a Config; raises ConfigError."""
+    from dysonbm.models import REGISTRY  # late: models import jax
+
+    allowed = set(TOP_LEVEL) | set(SECTIONS) | {"model", "sweep"}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise ConfigError(key, value, "unknown key")
+    top = {}
+    for key, kind in TOP_LEVEL.items():
+        if key in raw:
+            top[key] = _coerce(key, raw[key], kind)
+    model_raw = raw.get("model")
+    if not isinstance(model_raw, dict) or "name" not in model_raw:
+        raise ConfigError("model.name", None, f"missing (one of: {', '.join(sorted(REGISTRY))})")
+    model_raw = dict(model_raw)
+    top["model"] = model_raw.pop("name")
+    if top["model"] not in REGISTRY:
+        raise ConfigError("model.name", top["model"], f"unknown model (one of: {', '.join(sorted(REGISTRY))})")
+    top.setdefault("name", top["model"])
+    for key in ("replicas", "steps", "snapshot_every"):
+        if key in top and top[key] <= 0:
+            raise ConfigError(key, top[key], "must be positive")
+    sections = {name: _section(name, cls, raw.get(name)) for name, cls in SECTIONS.items()}
+    cfg = Config(**top, model_params=model_raw, **sections, sweeps=_sweeps(raw.get("sweep")))
+    validate(cfg)
+    return cfg
+
+
+def _sweeps(raw: Any) -> tuple:
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(b, dict) for b in raw):
+        raise ConfigError("sweep", raw, "expected [[sweep]] tables of lists")
+    out = []
+    for block in raw:
+        out.append({k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in block.items()})
+    return tuple(out)
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    raw = load_toml(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return from_dict(raw)
+
+
+# ---------------------------------------------------------------------------------------
+# validation and grid expansion
+
+def build_model(cfg: Config):
+    """Instantiate the model dataclass from the `[model]` table; unknown keys are errors."""
+    from dysonbm.models import REGISTRY
+
+    cls = REGISTRY[cfg.model]
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in cfg.model_params.items():
+        if key not in known or not known[key].init:
+            raise ConfigError(f"model.{key}", value, f"unknown setting of model {cfg.model!r}")
+        default = known[key].default
+        if isinstance(default, (bool, int, float, str)) and not isinstance(value, list):
+            value = _coerce(f"model.{key}", value, type(default))
+        elif isinstance(value, list):
+            value = _freeze(value)
+        values[key] = value
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError("model", cfg.model_params, str(err)) from None
+
+
+def _freeze(value):
+    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
+
+
+def hyper_names(model) -> tuple[str, ...]:
+    return HP_BASE + tuple(model.sweepable)
+
+
+def grid_points(cfg: Config, model=None) -> list[dict[str, float]]:
+    """Expand the sweeps into grid points: dicts of every per-replica hyperparameter."""
+    model = model if model is not None else build_model(cfg)
+    base = {"lr": cfg.train.lr, "batch_size": cfg.train.batch_size, "init_std": cfg.train.init_std}
+    base.update(model.defaults())
+    names = hyper_names(model)
+    if not cfg.sweeps:
+        return [dict(base)]
+    points = []
+    for i, block in enumerate(cfg.sweeps):
+        for key, values in block.items():
+            if key not in names:
+                raise ConfigError(f"sweep.{key}", list(values), f"not a sweepable hyperparameter ({', '.join(names)})")
+            if not values:
+                raise ConfigError(f"sweep.{key}", [], "empty list")
+        keys = list(block)
+        for combo in itertools.product(*(block[k] for k in keys)):
+            point = dict(base)
+            for key, value in zip(keys, combo):
+                point[key] = _coerce(f"sweep.{key}", value, int if key == "batch_size" else float)
+            points.append(point)
+    for point in points:
+        _check_point(cfg, point)
+    return points
+
+
+def _check_point(cfg: Config, point: dict) -> None:
+    where = lambda k: f"sweep.{k}" if any(k in b for b in cfg.sweeps) else f"train.{k}"  # noqa: E731
+    for key in HP_BASE:
+        if point[key] <= 0:
+            raise ConfigError(where(key), point[key], "must be positive")
+    if cfg.data.protocol != "online" and cfg.data.n_data and point["batch_size"] > cfg.data.n_data:
+        raise ConfigError(where("batch_size"), point["batch_size"], f"larger than the dataset (data.n_data = {cfg.data.n_data})")
+
+
+def validate(cfg: Config) -> None:
+    t, d, r = cfg.train, cfg.data, cfg.run
+    if t.optimizer not in ("sgd", "momentum", "adam"):
+        raise ConfigError("train.optimizer", t.optimizer, "one of sgd, momentum, adam")
+    if d.protocol not in ("online", "fixed", "shared"):
+        raise ConfigError("data.protocol", d.protocol, "one of online, fixed, shared")
+    if d.protocol != "online":
+        if d.batches_per_epoch and d.n_data:
+            raise ConfigError("data.n_data", d.n_data, "give either data.n_data or data.batches_per_epoch")
+        if not (d.batches_per_epoch or d.n_data):
+            raise ConfigError("data.batches_per_epoch", d.batches_per_epoch, f"protocol {d.protocol!r} needs a dataset size (batches_per_epoch or n_data)")
+    for name in ("batches_per_epoch", "n_data"):
+        if getattr(d, name) < 0:
+            raise ConfigError(f"data.{name}", getattr(d, name), "must not be negative")
+    if d.n_test <= 0:
+        raise ConfigError("data.n_test", d.n_test, "must be positive")
+    if cfg.steps % cfg.snapshot_every:
+        raise ConfigError("snapshot_every", cfg.snapshot_every, f"must divide steps = {cfg.steps}")
+    for name in ("max_loss", "max_weight"):
+        if getattr(cfg.divergence, name) <= 0:
+            raise ConfigError(f"divergence.{name}", getattr(cfg.divergence, name), "must be positive")
+    for name in ("chunk_size", "segment_snapshots", "devices"):
+        if getattr(r, name) < 0:
+            raise ConfigError(f"run.{name}", getattr(r, name), "must not be negative")
+    if r.unroll < 1:
+        raise ConfigError("run.unroll", r.unroll, "must be at least 1")
+    if r.dtype not in ("float32", "float64"):
+        raise ConfigError("run.dtype", r.dtype, "float32 or float64")
+    model = build_model(cfg)
+    grid_points(cfg, model)

@@ -1,0 +1,277 @@
+"""One compiled program per chunk of replicas: vmap over replicas, lax.scan over steps.
+
+A `Simulation` is three pure functions of ONE replica (no replica axis)::
+
+    init(key, hp, shared, point)       -> (state, replica_data)   # point: grid point index
+    step(state, t, hp, data, shared)   -> state          # t: the global step index
+    observe(state, hp, data, shared)   -> {name: array}  # at snapshots only
+
+``hp`` holds the replica's hyperparameters (traced scalars), ``replica_data`` what is fixed per
+replica (its dataset under the ``fixed`` protocol), ``shared`` what all replicas read (the
+problem, the test set, per-point datasets under ``shared``). `segment_fn` turns a simulation
+into ``run_segment(state, hp, data, shared, t0) -> (state, observables[snapshot])``, the
+function the runner jits and calls between checkpoints.
+
+Randomness: a replica's key is fixed; step t uses ``fold_in(key, t)`` and sample i of a batch
+``fold_in(step_key, i)``. So a replica's numbers depend on neither the chunk it runs in, nor
+the segment boundaries, nor the largest batch size of the grid (batches are masked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dysonbm.config import Config
+
+# fold_in tags of the root key
+PROBLEM, TEST_SET, SHARED_DATA, REPLICAS = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    init: Callable
+    step: Callable
+    observe: Callable
+    axes: dict  # observable -> axis names after (replica, snapshot)
+    batched_data: bool = True  # replica_data has a replica axis
+
+
+def make_optimizer(train, lr) -> optax.GradientTransformation:
+    """The optax transform for one replica; ``lr`` may be a traced per-replica scalar."""
+    if train.optimizer == "sgd":
+        return optax.sgd(lr)
+    if train.optimizer == "momentum":
+        return optax.sgd(lr, momentum=train.momentum, nesterov=train.nesterov)
+    return optax.adam(lr, b1=train.b1, b2=train.b2, eps=train.eps)
+
+
+def _tree_any(pred, tree) -> jnp.ndarray:
+    leaves = [jnp.any(pred(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.any(jnp.stack(leaves)) if leaves else jnp.asarray(False)
+
+
+def draw_samples(model, key, problem, count: int):
+    """``count`` samples keyed by index, so sample i never depends on ``count``."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(count))
+    return jax.vmap(lambda k: model.sample(k, problem))(keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataLayout:
+    """Static facts about the training data of a run."""
+
+    protocol: str
+    max_batch: int
+    n_max: int = 0  # dataset length stored per set (0 for online)
+    batches_per_epoch: int = 0  # shared by all replicas, or 0 when n_data fixes the size
+    n_data: int = 0
+    reshuffle: bool = False
+    n_test: int = 128
+
+    @classmethod
+    def from_config(cls, cfg: Config, max_batch: int) -> "DataLayout":
+        d = cfg.data
+        if d.protocol == "online":
+            return cls("online", max_batch, n_test=d.n_test)
+        n_max = d.n_data if d.n_data else d.batches_per_epoch * max_batch
+        return cls(d.protocol, max_batch, n_max, d.batches_per_epoch, d.n_data, d.reshuffle, d.n_test)
+
+    def dataset_size(self, batch_size):
+        """Samples a replica of this batch size trains on (a whole number of batches)."""
+        if self.batches_per_epoch:
+            return self.batches_per_epoch * batch_size
+        return (self.n_data // batch_size) * batch_size
+
+
+def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
+    """SGD replicas of ``model`` under the config's optimiser, data protocol and bounds."""
+    train, bounds = cfg.train, cfg.divergence
+    bmax = layout.max_batch
+    record = cfg.record
+
+    def take(data, shared, idx):
+        """Samples ``idx`` of this replica's dataset."""
+        if layout.protocol == "fixed":
+            return jax.tree_util.tree_map(lambda a: a[idx], data["train"])
+        return jax.tree_util.tree_map(lambda a: a[data["set"], idx], shared["train"])
+
+    def shuffled(key, epoch, n_valid):
+        # argsort of per-index uniforms; invalid (padding) indices sort last
+        u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, epoch), j)))(
+            jnp.arange(layout.n_max)
+        )
+        return jnp.argsort(jnp.where(jnp.arange(layout.n_max) < n_valid, u, jnp.inf)).astype(jnp.int32)
+
+    def init(key, hp, shared, point):
+        k_init, k_data, k_run, k_shuffle = jax.random.split(key, 4)
+        params, aux = model.init(k_init, shared["problem"], hp)
+        state = {
+            "params": params,
+            "aux": aux,
+            "opt": make_optimizer(train, hp["lr"]).init(params),
+            "key": k_run,
+            "diverged": jnp.asarray(False),
+            "diverge_step": jnp.asarray(-1, jnp.int32),
+            "loss_sum": jnp.zeros((), jnp.result_type(float)),
+            "loss_count": jnp.zeros((), jnp.int32),
+        }
+        data = {}
+        if layout.protocol == "fixed":
+            data["train"] = draw_samples(model, k_data, shared["problem"], layout.n_max)
+        elif layout.protocol == "shared":
+            data["set"] = point  # datasets are drawn per grid point
+        if layout.reshuffle:
+            state["shuffle_key"] = k_shuffle
+            state["perm"] = jnp.arange(layout.n_max, dtype=jnp.int32)
+        return state, data
+
+    def batch_at(state, t, hp, data, shared, key):
+        b = hp["batch_size"]
+        i = jnp.arange(bmax)
+        mask = (i < b).astype(jnp.result_type(float))
+        if layout.protocol == "online":
+            return draw_samples(model, key, shared["problem"], bmax), mask, state
+        n_valid = layout.dataset_size(b)
+        per_epoch = n_valid // b
+        k = t % per_epoch
+        j = jnp.minimum(k * b + i, layout.n_max - 1)
+        if layout.reshuffle:
+            perm = jax.lax.cond(
+                k == 0,
+                lambda: shuffled(state["shuffle_key"], t // per_epoch, n_valid),
+                lambda: state["perm"],
+            )
+            state = {**state, "perm": perm}
+            j = perm[j]
+        return take(data, shared, j), mask, state
+
+    def step(state, t, hp, data, shared):
+        k_batch, k_model = jax.random.split(jax.random.fold_in(state["key"], t))
+        batch, mask, state = batch_at(state, t, hp, data, shared, k_batch)
+        loss, grads, aux = model.loss_and_grad(
+            state["params"], state["aux"], batch, mask, k_model, shared["problem"], hp
+        )
+        updates, opt = make_optimizer(train, hp["lr"]).update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        bad = (
+            ~jnp.isfinite(loss)
+            | (jnp.abs(loss) > bounds.max_loss)
+            | _tree_any(lambda x: ~jnp.isfinite(x) | (jnp.abs(x) > bounds.max_weight), params)
+        )
+        frozen = state["diverged"] | bad
+        keep = lambda new, old: jnp.where(frozen, old, new)  # noqa: E731
+        return {
+            **state,
+            "params": jax.tree_util.tree_map(keep, params, state["params"]),
+            "aux": jax.tree_util.tree_map(keep, aux, state["aux"]),
+            "opt": jax.tree_util.tree_map(keep, opt, state["opt"]),
+            "diverged": frozen,
+            "diverge_step": jnp.where(bad & ~state["diverged"], t + 1, state["diverge_step"]).astype(jnp.int32),
+            "loss_sum": state["loss_sum"] + jnp.where(frozen, 0.0, loss),
+            "loss_count": state["loss_count"] + jnp.where(frozen, 0, 1),
+        }
+
+    def full_data(hp, data, shared):
+        if layout.protocol == "fixed":
+            full = data["train"]
+        else:
+            full = jax.tree_util.tree_map(lambda a: a[data["set"]], shared["train"])
+        mask = (jnp.arange(layout.n_max) < layout.dataset_size(hp["batch_size"])).astype(jnp.result_type(float))
+        return full, mask
+
+    def observe(state, hp, data, shared):
+        params, problem = state["params"], shared["problem"]
+        test = shared["test"]
+        test_mask = jnp.ones(layout.n_test, jnp.result_type(float))
+        out = {
+            "train_loss": state["loss_sum"] / state["loss_count"],  # mean since the last snapshot
+            "test_loss": model.loss(params, test, test_mask, problem, hp),
+        }
+        if layout.protocol == "online":
+            gbatch, gmask = test, test_mask
+        else:
+            gbatch, gmask = full_data(hp, data, shared)
+            out["data_loss"] = model.loss(params, gbatch, gmask, problem, hp)
+        grads = jax.grad(model.loss)(params, gbatch, gmask, problem, hp)
+        out["grad_norm"] = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+        w = model.trained_matrix(params)
+        if record.spectra:
+            out["svals"] = jnp.linalg.svd(w, compute_uv=False)
+            if w.shape[0] == w.shape[1]:
+                out["eigs"] = jnp.linalg.eigvalsh(0.5 * (w + w.T))
+        if record.weights:
+            out["weights"] = w
+        out.update(model.observables(params, problem, hp))
+        return out
+
+    axes = {
+        "train_loss": (), "test_loss": (), "grad_norm": (),
+        **({} if layout.protocol == "online" else {"data_loss": ()}),
+        **({"svals": ("level",)} if record.spectra else {}),
+        **({"weights": ("row", "col")} if record.weights else {}),
+        **model.observable_axes(),
+    }
+    if record.spectra and _is_square(model):
+        axes["eigs"] = ("level",)
+    return Simulation(init, step, observe, axes)
+
+
+def _is_square(model) -> bool:
+    shape = jax.eval_shape(
+        lambda: model.trained_matrix(model.init(jax.random.key(0), model.problem(jax.random.key(0)), _dummy_hp(model))[0])
+    ).shape
+    return shape[0] == shape[1]
+
+
+def _dummy_hp(model) -> dict:
+    return {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **model.defaults()}
+
+
+def reset_interval(state: dict) -> dict:
+    """Start a new snapshot interval (the running mean of the training loss)."""
+    if "loss_sum" not in state:
+        return state
+    return {**state, "loss_sum": jnp.zeros_like(state["loss_sum"]), "loss_count": jnp.zeros_like(state["loss_count"])}
+
+
+def segment_fn(sim: Simulation, snapshot_every: int, n_snapshots: int, unroll: int = 1):
+    """``run_segment(state, hp, data, shared, t0)`` for a chunk: vmapped, not yet jitted.
+
+    Runs ``n_snapshots * snapshot_every`` steps from global step ``t0`` and returns the final
+    state and the observables after every ``snapshot_every`` steps (leading axes: replica,
+    snapshot).
+    """
+    data_axis = 0 if sim.batched_data else None
+
+    def one_replica(state, hp, data, shared, t0):
+        def interval(state, t_start):
+            def body(state, t):
+                return sim.step(state, t, hp, data, shared), None
+
+            state = reset_interval(state)
+            state, _ = jax.lax.scan(body, state, t_start + jnp.arange(snapshot_every), unroll=unroll)
+            return state, sim.observe(state, hp, data, shared)
+
+        starts = t0 + snapshot_every * jnp.arange(n_snapshots)
+        return jax.lax.scan(interval, state, starts)
+
+    return jax.vmap(one_replica, in_axes=(0, 0, data_axis, None, None))
+
+
+def init_fn(sim: Simulation):
+    """``init(keys, hp, shared, points) -> (state, data, observables at t = 0)``, vmapped."""
+
+    def one(key, hp, shared, point):
+        state, data = sim.init(key, hp, shared, point)
+        return state, data, sim.observe(state, hp, data, shared)
+
+    return jax.vmap(one, in_axes=(0, 0, None, 0))
+
+
+def outcome(state: dict) -> tuple[Any, Any]:
+    return state.get("diverged"), state.get("diverge_step")

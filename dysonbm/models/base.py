@@ -1,0 +1,85 @@
+"""The protocol every model follows: a frozen dataclass of static settings plus pure functions.
+
+A model knows nothing of replicas, chunks or files. The engine vmaps these functions over
+replicas and scans them over steps. Static fields (shapes, activation names) live on the
+dataclass and are baked into the trace; anything that may differ between replicas arrives
+in ``hp``, a dict of per-replica scalars (traced), so a sweep never recompiles per value.
+
+``hp`` always holds ``lr``, ``batch_size`` (int) and ``init_std``; a model adds the names in
+its ``sweepable`` tuple, whose defaults are the dataclass fields of the same name.
+
+Batches are padded to the largest batch size of the run: ``mask`` is a float vector with
+ones on the first ``batch_size`` entries and zeros after, and every mean over the batch is
+``sum(mask * value) / sum(mask)``, so a replica's numbers do not depend on the padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax.numpy as jnp
+
+PyTree = Any
+Array = jnp.ndarray
+
+
+class Model:
+    """Base class for models. Subclasses are frozen dataclasses (hashable, usable as static)."""
+
+    name: ClassVar[str] = "model"
+    #: model fields that may vary per replica; they reach the functions through ``hp``
+    sweepable: ClassVar[tuple[str, ...]] = ()
+    #: True when the model consumes data samples (all but models with internal sampling)
+    uses_data: ClassVar[bool] = True
+
+    # -- problem: what all replicas share (teacher, fixed layers, target kernel) --------
+    def problem(self, key) -> PyTree:
+        """Draw the shared problem (teacher etc.) from ``key``."""
+        return ()
+
+    # -- per replica ----------------------------------------------------------------------
+    def init(self, key, problem, hp) -> tuple[PyTree, PyTree]:
+        """Return ``(params, aux)``: trained parameters and model-internal state (``()`` if none)."""
+        raise NotImplementedError
+
+    def sample(self, key, problem) -> PyTree:
+        """Draw one data sample (a pytree of arrays without a batch axis)."""
+        raise NotImplementedError
+
+    def loss_and_grad(self, params, aux, batch, mask, key, problem, hp):
+        """Return ``(loss, grads, aux)`` for a padded mini-batch.
+
+        ``loss`` is the masked mean batch loss, ``grads`` has the structure of ``params``.
+        """
+        raise NotImplementedError
+
+    def loss(self, params, batch, mask, problem, hp) -> Array:
+        """Masked mean loss of ``params`` on ``batch``."""
+        raise NotImplementedError
+
+    def trained_matrix(self, params) -> Array:
+        """The weight matrix whose spectrum is recorded."""
+        raise NotImplementedError
+
+    def observables(self, params, problem, hp) -> dict[str, Array]:
+        """Extra model-specific observables at a snapshot (beyond losses and spectra)."""
+        return {}
+
+    def observable_axes(self) -> dict[str, tuple[str, ...]]:
+        """Axis names (after replica and snapshot) of the arrays ``observables`` returns."""
+        return {}
+
+    # -- helpers --------------------------------------------------------------------------
+    def defaults(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in self.sweepable}
+
+    def replace(self, **changes) -> "Model":
+        return dataclasses.replace(self, **changes)
+
+
+def masked_mean(values: Array, mask: Array) -> Array:
+    """Mean over the leading (batch) axis with weights ``mask``."""
+    values = jnp.asarray(values)
+    weights = mask.reshape(mask.shape + (1,) * (values.ndim - 1))
+    return jnp.sum(values * weights, axis=0) / jnp.sum(mask)

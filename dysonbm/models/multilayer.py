@@ -1,0 +1,98 @@
+"""Three-layer teacher–student network; only the middle matrix is trained (SCIENCE.md §3.3).
+
+    x ∈ R^D → φ0 = tanh(M x) ∈ R^L → s = f(W φ0) ∈ R^K → ŷ = Z·s
+
+M (L×D, entries N(0, 1/D)) and Z (K, entries N(0, 1/K)) are fixed and shared by teacher and
+student; the teacher's W has entries N(0, 1/L); the student's starts with entries
+N(0, σ_W²/L) where σ_W is the per-replica ``init_std``. Loss ℓ = ½ (ŷ − y)².
+
+Samples store φ0 rather than x: M is fixed, so the first layer is computed once per sample
+instead of once per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from dysonbm.models.base import Model, masked_mean
+
+ACTIVATIONS = {
+    "tanh": (jnp.tanh, lambda h, s: 1.0 - s * s),
+    "relu": (jax.nn.relu, lambda h, s: (h > 0).astype(h.dtype)),
+    "identity": (lambda h: h, lambda h, s: jnp.ones_like(h)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Multilayer(Model):
+    """x (D) → tanh(M x) (L) → f(W ·) (K) → Z · (1); W (K×L) trained."""
+
+    name: ClassVar[str] = "multilayer"
+
+    d_in: int = 3
+    hidden: int = 32  # L
+    features: int = 16  # K
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        for name in ("d_in", "hidden", "features"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} = {getattr(self, name)!r}: must be positive")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation = {self.activation!r}: one of {', '.join(ACTIVATIONS)}")
+
+    def problem(self, key):
+        km, kz, kw = jax.random.split(key, 3)
+        d, l, k = self.d_in, self.hidden, self.features
+        return {
+            "M": jax.random.normal(km, (l, d)) / jnp.sqrt(d),
+            "Z": jax.random.normal(kz, (k,)) / jnp.sqrt(k),
+            "teacher": jax.random.normal(kw, (k, l)) / jnp.sqrt(l),
+        }
+
+    def init(self, key, problem, hp):
+        w = jax.random.normal(key, (self.features, self.hidden), problem["M"].dtype)
+        return w * (hp["init_std"] / jnp.sqrt(self.hidden)), ()
+
+    def features_of(self, w, phi0):
+        """s = f(W φ0) for a batch φ0 (B, L) → (B, K), with the pre-activation."""
+        h = phi0 @ w.T
+        return self._f(h), h
+
+    @property
+    def _f(self):
+        return ACTIVATIONS[self.activation][0]
+
+    def output(self, w, phi0, z):
+        return self.features_of(w, phi0)[0] @ z
+
+    def sample(self, key, problem):
+        x = jax.random.normal(key, (self.d_in,), problem["M"].dtype)
+        phi0 = jnp.tanh(problem["M"] @ x)
+        return {"phi0": phi0, "y": self.output(problem["teacher"], phi0[None], problem["Z"])[0]}
+
+    def loss(self, params, batch, mask, problem, hp):
+        r = self.output(params, batch["phi0"], problem["Z"]) - batch["y"]
+        return masked_mean(0.5 * r * r, mask)
+
+    def loss_and_grad(self, params, aux, batch, mask, key, problem, hp):
+        f, fprime = ACTIVATIONS[self.activation]
+        phi0, z = batch["phi0"], problem["Z"]
+        h = phi0 @ params.T  # (B, K)
+        s = f(h)
+        r = s @ z - batch["y"]  # (B,)
+        weights = mask / jnp.sum(mask)
+        # ∂ℓ/∂W = (ŷ − y) (Z ⊙ f'(h)) φ0ᵀ, batch-averaged with the mask folded into r
+        delta = (r * weights)[:, None] * (z * fprime(h, s))  # (B, K)
+        grad = delta.T @ phi0
+        return jnp.sum(weights * 0.5 * r * r), grad, aux
+
+    def trained_matrix(self, params):
+        return params
+
+    def observables(self, params, problem, hp):
+        return {}
