@@ -27,9 +27,21 @@ import jax.numpy as jnp
 import optax
 
 from dysonbm.config import Config
+from dysonbm.models.base import tree_sum
 
 # fold_in tags of the root key
 PROBLEM, TEST_SET, SHARED_DATA, REPLICAS = 0, 1, 2, 3
+
+# How `shared` enters the vmapped program. The problem and the test set are broadcast along
+# the replica axis by the runner: a contraction of a batched with an unbatched operand is
+# lowered to one large matrix product whose summation order depends on the chunk size, while
+# a product with both operands batched is computed per replica, the same in any chunk. The
+# per-point datasets stay unbatched (read through gathers, which are exact).
+SHARED_AXES = {"problem": 0, "test": 0, "train": None}
+
+
+def shared_axes(shared: dict) -> dict:
+    return {name: SHARED_AXES[name] for name in shared}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +124,7 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
         params, aux = model.init(k_init, shared["problem"], hp)
         state = {
             "params": params,
+            "params0": params,  # kept for overlaps with the initial state
             "aux": aux,
             "opt": make_optimizer(train, hp["lr"]).init(params),
             "key": k_run,
@@ -134,6 +147,8 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
         b = hp["batch_size"]
         i = jnp.arange(bmax)
         mask = (i < b).astype(jnp.result_type(float))
+        if not model.uses_data:  # e.g. an RBM with the exact data term
+            return (), mask, state
         if layout.protocol == "online":
             return draw_samples(model, key, shared["problem"], bmax), mask, state
         n_valid = layout.dataset_size(b)
@@ -198,7 +213,8 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
             gbatch, gmask = full_data(hp, data, shared)
             out["data_loss"] = model.loss(params, gbatch, gmask, problem, hp)
         grads = jax.grad(model.loss)(params, gbatch, gmask, problem, hp)
-        out["grad_norm"] = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)))
+        flat = jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(grads)])
+        out["grad_norm"] = jnp.sqrt(tree_sum(flat * flat))
         w = model.trained_matrix(params)
         if record.spectra:
             out["svals"] = jnp.linalg.svd(w, compute_uv=False)
@@ -206,7 +222,7 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
                 out["eigs"] = jnp.linalg.eigvalsh(0.5 * (w + w.T))
         if record.weights:
             out["weights"] = w
-        out.update(model.observables(params, problem, hp))
+        out.update(model.observables(params, state["params0"], problem, test, hp))
         return out
 
     axes = {
@@ -260,7 +276,11 @@ def segment_fn(sim: Simulation, snapshot_every: int, n_snapshots: int, unroll: i
         starts = t0 + snapshot_every * jnp.arange(n_snapshots)
         return jax.lax.scan(interval, state, starts)
 
-    return jax.vmap(one_replica, in_axes=(0, 0, data_axis, None, None))
+    def run_segment(state, hp, data, shared, t0):
+        axes = (0, 0, data_axis, shared_axes(shared), None)
+        return jax.vmap(one_replica, in_axes=axes)(state, hp, data, shared, t0)
+
+    return run_segment
 
 
 def init_fn(sim: Simulation):
@@ -270,7 +290,10 @@ def init_fn(sim: Simulation):
         state, data = sim.init(key, hp, shared, point)
         return state, data, sim.observe(state, hp, data, shared)
 
-    return jax.vmap(one, in_axes=(0, 0, None, 0))
+    def init(keys, hp, shared, points):
+        return jax.vmap(one, in_axes=(0, 0, shared_axes(shared), 0))(keys, hp, shared, points)
+
+    return init
 
 
 def outcome(state: dict) -> tuple[Any, Any]:

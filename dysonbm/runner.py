@@ -100,9 +100,12 @@ class Plan:
         self.mesh = Mesh(np.array(self.devices), ("replica",))
         self.batched = NamedSharding(self.mesh, PartitionSpec("replica"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
-        chunk = chunk_size or cfg.run.chunk_size or self.total
-        self.chunk = int(math.ceil(min(chunk, self.total) / n_dev) * n_dev)
+        self.chunk = min(chunk_size or cfg.run.chunk_size or self.total, self.total)  # real replicas
         self.n_chunks = math.ceil(self.total / self.chunk)
+        # slots per chunk: a multiple of the devices and at least two per device (padding):
+        # XLA compiles a replica axis of length one as an unbatched program, whose last bits
+        # can differ from the batched one
+        self.slots = max(2, math.ceil(self.chunk / n_dev)) * n_dev
 
         self.n_intervals = cfg.steps // cfg.snapshot_every
         self.seg = _segment_snapshots(self.n_intervals, cfg.run.segment_snapshots)
@@ -126,21 +129,43 @@ class Plan:
             shared["train"] = jax.vmap(
                 lambda p: engine.draw_samples(model, jax.random.fold_in(data_root, p), problem, self.layout.n_max)
             )(jnp.arange(self.n_points))
-        self.shared = jax.device_put(shared, self.replicated)
+        self.shared = shared
 
-        self.init = jax.jit(engine.init_fn(self.sim))
-        self.segment = jax.jit(
-            engine.segment_fn(self.sim, cfg.snapshot_every, self.seg, cfg.run.unroll), donate_argnums=(0,)
-        )
+        # shard_map runs the vmapped program on each device's slice of replicas with no
+        # communication; letting the partitioner propagate shardings instead would gather
+        # around the unpartitionable eigensolver calls at every snapshot.
+        rep, none = PartitionSpec("replica"), PartitionSpec()
+        shared_specs = {k: (rep if a == 0 else none) for k, a in engine.shared_axes(self.shared).items()}
+        data_spec = rep if self.sim.batched_data else none
+        self.init = jax.jit(jax.shard_map(
+            engine.init_fn(self.sim), mesh=self.mesh,
+            in_specs=(rep, rep, shared_specs, rep), out_specs=rep, check_vma=False,
+        ))
+        self.segment = jax.jit(jax.shard_map(
+            engine.segment_fn(self.sim, cfg.snapshot_every, self.seg, cfg.run.unroll), mesh=self.mesh,
+            in_specs=(rep, rep, data_spec, shared_specs, none), out_specs=rep, check_vma=False,
+        ), donate_argnums=(0,))
 
     def chunk_inputs(self, c: int):
         """Keys, hyperparameters and grid points of chunk ``c`` (padded with its last replica)."""
         start = c * self.chunk
-        ids = np.minimum(np.arange(start, start + self.chunk), self.total - 1)
+        stop = min(start + self.chunk, self.total)
+        ids = np.minimum(np.arange(start, start + self.slots), stop - 1)
         keys = jax.vmap(lambda i: jax.random.fold_in(self.replica_root, i))(jnp.asarray(ids))
         hp = {k: v[ids] for k, v in self.hp.items()}
         put = lambda x: jax.device_put(x, self.batched)  # noqa: E731
         return ids, put(keys), put(hp), put(self.point_of[ids])
+
+    def chunk_shared(self):
+        """``shared`` as the vmapped program takes it (see engine.SHARED_AXES)."""
+        shared = {}
+        for name, value in self.shared.items():
+            if engine.SHARED_AXES[name] == 0:
+                value = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (self.slots,) + a.shape), value)
+                shared[name] = jax.device_put(value, self.batched)
+            else:
+                shared[name] = jax.device_put(value, self.replicated)
+        return shared
 
 
 def execute(plan: Plan, progress: bool = True) -> io.Results:
@@ -152,6 +177,7 @@ def execute(plan: Plan, progress: bool = True) -> io.Results:
     diverged = np.zeros(plan.total, bool)
     diverge_step = np.full(plan.total, -1, np.int32)
     n_snap = plan.n_intervals + 1
+    shared = plan.chunk_shared()
 
     def store(name, rows, values, snapshots):
         values = np.asarray(values)[: len(rows)]  # drop the padding
@@ -163,12 +189,12 @@ def execute(plan: Plan, progress: bool = True) -> io.Results:
         ids, keys, hp, points = plan.chunk_inputs(c)
         n_real = min(plan.chunk, plan.total - c * plan.chunk)
         rows = ids[:n_real]
-        state, data, obs0 = plan.init(keys, hp, plan.shared, points)
+        state, data, obs0 = plan.init(keys, hp, shared, points)
         for name, value in obs0.items():
             store(name, rows, np.asarray(value)[:, None], slice(0, 1))
         for s in range(plan.n_intervals // plan.seg):
             t0 = s * plan.seg * cfg.snapshot_every
-            state, obs = plan.segment(state, hp, data, plan.shared, t0)
+            state, obs = plan.segment(state, hp, data, shared, jnp.int32(t0))
             first = 1 + s * plan.seg
             for name, value in obs.items():
                 store(name, rows, value, slice(first, first + plan.seg))
@@ -209,6 +235,7 @@ def manifest(plan: Plan, wall: float) -> dict:
         },
         "device": f"{len(plan.devices)} x {dev.platform}:{getattr(dev, 'device_kind', dev.platform)}",
         "chunk_size": plan.chunk,
+        "chunk_slots": plan.slots,
         "wall_time_s": wall,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

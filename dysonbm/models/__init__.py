@@ -1,9 +1,10 @@
 """Models: one file each, all following the protocol of `dysonbm.models.base`."""
 
 from dysonbm.models.base import Model, masked_mean
+from dysonbm.models.gaussian_rbm import GaussianRBM
 from dysonbm.models.multilayer import Multilayer
 from dysonbm.models.teacher_student import TeacherStudent
 
-REGISTRY: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer)}
+REGISTRY: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM)}
 
-__all__ = ["Model", "masked_mean", "Multilayer", "TeacherStudent", "REGISTRY"]
+__all__ = ["Model", "masked_mean", "GaussianRBM", "Multilayer", "TeacherStudent", "REGISTRY"]

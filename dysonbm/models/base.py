@@ -62,8 +62,12 @@ class Model:
         """The weight matrix whose spectrum is recorded."""
         raise NotImplementedError
 
-    def observables(self, params, problem, hp) -> dict[str, Array]:
-        """Extra model-specific observables at a snapshot (beyond losses and spectra)."""
+    def observables(self, params, params0, problem, test, hp) -> dict[str, Array]:
+        """Extra model-specific observables at a snapshot (beyond losses and spectra).
+
+        ``params0`` are the replica's initial parameters (for overlaps with the start) and
+        ``test`` the shared test set (a batch of ``sample``s, unmasked).
+        """
         return {}
 
     def observable_axes(self) -> dict[str, tuple[str, ...]]:
@@ -78,8 +82,27 @@ class Model:
         return dataclasses.replace(self, **changes)
 
 
+def tree_sum(values: Array) -> Array:
+    """Sum over the leading axis by pairwise halving, in an order fixed by the length alone.
+
+    XLA lowers a reduction with a vectorisation (and so a summation order) chosen from the
+    whole shape, replica axis included: the same replica would give different last bits in
+    chunks of different sizes. Halving with elementwise adds has one order whatever surrounds
+    it. Zero padding to a power of two adds exact zeros.
+    """
+    values = jnp.asarray(values)
+    n = values.shape[0]
+    size = 1 << max(n - 1, 0).bit_length()
+    if size != n:
+        values = jnp.concatenate([values, jnp.zeros((size - n,) + values.shape[1:], values.dtype)])
+    while values.shape[0] > 1:
+        half = values.shape[0] // 2
+        values = values[:half] + values[half:]
+    return values[0]
+
+
 def masked_mean(values: Array, mask: Array) -> Array:
-    """Mean over the leading (batch) axis with weights ``mask``."""
+    """Mean over the leading (batch) axis with weights ``mask`` (see `tree_sum`)."""
     values = jnp.asarray(values)
     weights = mask.reshape(mask.shape + (1,) * (values.ndim - 1))
-    return jnp.sum(values * weights, axis=0) / jnp.sum(mask)
+    return tree_sum(values * weights) / tree_sum(mask)

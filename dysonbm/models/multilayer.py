@@ -18,13 +18,19 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from dysonbm.models.base import Model, masked_mean
+from dysonbm.models.base import Model, masked_mean, tree_sum
 
 ACTIVATIONS = {
     "tanh": (jnp.tanh, lambda h, s: 1.0 - s * s),
     "relu": (jax.nn.relu, lambda h, s: (h > 0).astype(h.dtype)),
     "identity": (lambda h: h, lambda h, s: jnp.ones_like(h)),
 }
+
+
+def readout(s, z):
+    """ŷ = s·Z for a batch s (B, K). A short contraction like this one XLA turns into a
+    vectorised reduction whose order depends on the chunk; `tree_sum` fixes the order."""
+    return tree_sum((s * z).T)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +74,7 @@ class Multilayer(Model):
         return ACTIVATIONS[self.activation][0]
 
     def output(self, w, phi0, z):
-        return self.features_of(w, phi0)[0] @ z
+        return readout(self.features_of(w, phi0)[0], z)
 
     def sample(self, key, problem):
         x = jax.random.normal(key, (self.d_in,), problem["M"].dtype)
@@ -84,15 +90,15 @@ class Multilayer(Model):
         phi0, z = batch["phi0"], problem["Z"]
         h = phi0 @ params.T  # (B, K)
         s = f(h)
-        r = s @ z - batch["y"]  # (B,)
+        r = readout(s, z) - batch["y"]  # (B,)
         weights = mask / jnp.sum(mask)
         # ∂ℓ/∂W = (ŷ − y) (Z ⊙ f'(h)) φ0ᵀ, batch-averaged with the mask folded into r
         delta = (r * weights)[:, None] * (z * fprime(h, s))  # (B, K)
         grad = delta.T @ phi0
-        return jnp.sum(weights * 0.5 * r * r), grad, aux
+        return 0.5 * tree_sum(weights * r * r), grad, aux
 
     def trained_matrix(self, params):
         return params
 
-    def observables(self, params, problem, hp):
+    def observables(self, params, params0, problem, test, hp):
         return {}

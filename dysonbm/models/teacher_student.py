@@ -21,7 +21,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from dysonbm.models.base import Model, masked_mean
+from dysonbm.models.base import Model, masked_mean, tree_sum
 
 
 def symmetric_noise(key, n: int, dtype=jnp.float32):
@@ -79,7 +79,7 @@ class TeacherStudent(Model):
 
     def loss(self, params, batch, mask, problem, hp):
         r = self._residual(params, batch, problem)
-        return masked_mean(0.5 * jnp.sum(r * r, axis=-1), mask)
+        return masked_mean(0.5 * tree_sum((r * r).T), mask)
 
     def objective(self, params, batch, mask, problem, hp):
         """ℓ − A⟨a, W⟩: the function whose gradient SGD follows."""
@@ -91,12 +91,12 @@ class TeacherStudent(Model):
         # ∇L_B = −mean_b [ r_b x_bᵀ + A a_b ]
         outer = r[:, :, None] * batch["x"][:, None, :]
         grad = -masked_mean(outer + hp["noise"] * batch["a"], mask)
-        return masked_mean(0.5 * jnp.sum(r * r, axis=-1), mask), grad, aux
+        return masked_mean(0.5 * tree_sum((r * r).T), mask), grad, aux
 
     def trained_matrix(self, params):
         return params
 
-    def observables(self, params, problem, hp):
+    def observables(self, params, params0, problem, test, hp):
         return {"error_fro2": jnp.sum((params - problem["teacher"]) ** 2)}
 
     def observable_axes(self):

@@ -1,0 +1,103 @@
+"""Replica-steps per second of the multilayer SGD engine, side by side with a numpy loop.
+
+The workload is the published phase-diagram network (SCIENCE.md §3.3): tanh, |B| = 4,
+K = 16, L = 32, a fixed dataset of 1000 batches. The reference is what a hand-written research
+script does: a Python loop over replicas and steps with per-step einsum forward and gradient
+on one replica at a time. Both run in this process, one after the other, and the table gives
+their ratio.
+
+    python benchmarks/bench_engine.py            # R = 1, 64, 1024 on all devices and on one
+    python benchmarks/bench_engine.py --quick    # fewer steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    cores = len(os.sched_getaffinity(0))
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={cores}"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dysonbm import config, runner  # noqa: E402
+
+K, L, D, BATCH, BATCHES = 16, 32, 3, 4, 1000
+
+
+def numpy_loop(replicas: int, steps: int, lr: float = 0.5, seed: int = 0) -> float:
+    """Replica-steps/s of a plain numpy training loop, one replica and one step at a time."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(L, D)) / np.sqrt(D)
+    z = rng.normal(size=K) / np.sqrt(K)
+    w_teacher = rng.normal(size=(K, L)) / np.sqrt(L)
+    x = rng.normal(size=(BATCHES * BATCH, D))
+    y = np.einsum("k,nk->n", z, np.tanh(np.einsum("kl,nl->nk", w_teacher, np.tanh(np.einsum("ld,nd->nl", m, x)))))
+    start = time.perf_counter()
+    for _ in range(replicas):
+        w = rng.normal(size=(K, L)) / np.sqrt(L)
+        for t in range(steps):
+            b = t % BATCHES
+            xb, yb = x[b * BATCH:(b + 1) * BATCH], y[b * BATCH:(b + 1) * BATCH]
+            phi0 = np.tanh(np.einsum("ld,nd->nl", m, xb))
+            s = np.tanh(np.einsum("kl,nl->nk", w, phi0))
+            r = np.einsum("k,nk->n", z, s) - yb
+            delta = np.einsum("n,k,nk->nk", r, z, 1.0 - s * s) / BATCH
+            w -= lr * np.einsum("nk,nl->kl", delta, phi0)
+    return replicas * steps / (time.perf_counter() - start)
+
+
+def engine_rate(replicas: int, steps: int, devices: int, unroll: int = 1) -> float:
+    """Replica-steps/s of dbm's engine (compile excluded: a first segment warms it up)."""
+    raw = {
+        "name": "bench", "seed": 0, "replicas": replicas, "steps": 2 * steps, "snapshot_every": steps,
+        "model": {"name": "multilayer", "activation": "tanh", "features": K, "hidden": L, "d_in": D},
+        "train": {"lr": 0.5, "batch_size": BATCH, "init_std": 1.0},
+        "data": {"protocol": "shared", "batches_per_epoch": BATCHES},
+        "record": {"spectra": False},
+        "run": {"segment_snapshots": 1, "unroll": unroll},
+    }
+    plan = runner.Plan(config.from_dict(raw), devices=devices)
+    _, keys, hp, points = plan.chunk_inputs(0)
+    shared = plan.chunk_shared()
+    state, data, _ = plan.init(keys, hp, shared, points)
+    state, obs = plan.segment(state, hp, data, shared, jnp.int32(0))  # compile + warm up
+    jax.block_until_ready(obs)
+    start = time.perf_counter()
+    state, obs = plan.segment(state, hp, data, shared, jnp.int32(steps))
+    jax.block_until_ready(obs)
+    return replicas * steps / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer steps (noisier figures)")
+    p.add_argument("--replicas", type=int, nargs="*", default=[1, 64, 1024])
+    p.add_argument("--unroll", type=int, default=1)
+    args = p.parse_args(argv)
+    n_dev = len(jax.devices())
+    scale = 0.25 if args.quick else 1.0
+    ref_steps = int(4000 * scale)
+    ref = numpy_loop(2, ref_steps)
+    dev = jax.devices()[0]
+    print(f"device: {n_dev} x {dev.platform}:{getattr(dev, 'device_kind', '')}  jax {jax.__version__}")
+    print(f"numpy loop (1 replica at a time, {ref_steps} steps x 2 replicas): {ref:,.0f} replica-steps/s\n")
+    print(f"{'R':>6} {'devices':>7} {'replica-steps/s':>16} {'x numpy':>9}")
+    device_counts = sorted({1, n_dev})
+    for r in args.replicas:
+        steps = max(2000, int(scale * 2_000_000 / r))
+        for d in device_counts:
+            if r % d and r > 1:
+                continue
+            rate = engine_rate(r, steps, d if r >= d else 1, args.unroll)
+            print(f"{r:>6} {d if r >= d else 1:>7} {rate:>16,.0f} {rate / ref:>9.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

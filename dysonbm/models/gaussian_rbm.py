@@ -1,0 +1,349 @@
+"""Gaussian restricted Boltzmann machine learning a free scalar field (SCIENCE.md §3.2).
+
+Visible ``φ ∈ R^{N_v}``, hidden ``h ∈ R^{N_h}``, coupling ``W`` (``N_v × N_h``)::
+
+    p(φ, h) ∝ exp(φᵀ W h − (μ²/2) φᵀφ − |h − η|²/(2σ_h²))
+    p(φ)    ∝ exp(−½ φᵀ K φ + φᵀ b),    K = μ² 1 − σ_h² W Wᵀ,   b = W η
+    p(h|φ)  = N(η + σ_h² Wᵀφ, σ_h²),    p(φ|h) = N(W h / μ², 1/μ²)
+
+so the model marginal is ``N(m, K⁻¹)`` with ``m = K⁻¹ b`` (zero for ``η = 0``), defined only
+while ``K`` is positive definite. The target is ``N(0, K_φ⁻¹)``; for the free field on a
+periodic lattice ``K_φ = (m² + 2) δ_ij − δ_{i,j+1} − δ_{i,j−1}`` with eigenvalues
+``κ_k = m² + 2 − 2 cos(2πk/N)``.
+
+Log-likelihood gradient (``ĥ(φ) = η + σ_h² Wᵀφ`` the conditional mean of ``h``)::
+
+    ∂⟨log p⟩/∂W = ⟨φ ĥᵀ⟩_target − ⟨φ ĥᵀ⟩_model
+                = σ_h² (⟨φφᵀ⟩_target − ⟨φφᵀ⟩_model) W + (⟨φ⟩_target − ⟨φ⟩_model) ηᵀ
+
+The second term vanishes for ``η = 0``, leaving ``W ← W + α σ_h² (C_target − C_model) W``.
+``grads`` is minus this, so an optimiser step ``W ← W − α·grads`` is likelihood ascent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+from dysonbm.models.base import Model
+
+_DATA_TERMS = ("exact", "samples")
+
+
+# -- theory (host side, numpy) --------------------------------------------------------------
+
+
+def lattice_kernel(n: int, m2: float) -> np.ndarray:
+    """Free-field kernel ``K_φ = (m² + 2) 1 − P − Pᵀ`` on a periodic chain of ``n`` sites.
+
+    ``P`` is the cyclic shift; for ``n ≤ 2`` the two neighbours coincide and add up, which
+    keeps the spectrum equal to :func:`lattice_eigenvalues`.
+    """
+    shift = np.roll(np.eye(n), 1, axis=1)
+    return (m2 + 2.0) * np.eye(n) - shift - shift.T
+
+
+def lattice_eigenvalues(n: int, m2: float) -> np.ndarray:
+    """``κ_k = m² + 2 − 2 cos(2πk/n)``, ascending (pairs ``k, n − k`` are degenerate)."""
+    k = np.arange(n)
+    return np.sort(m2 + 2.0 - 2.0 * np.cos(2.0 * np.pi * k / n))
+
+
+def fixed_points(kappa, mu2: float, sigma_h: float = 1.0, n_hidden: int | None = None) -> np.ndarray:
+    """Stable fixed points of ``σ_h² ξ²`` (``ξ`` the singular values of ``W``), descending.
+
+    The ``n_hidden`` softest target modes are learnt, ``σ_h² ξ_α² = μ² − κ_α``, if ``κ_α < μ²``;
+    the rest, and hidden units beyond ``len(kappa)``, sit at 0. The scaled value is what the
+    ``xi2`` observable records and does not depend on ``σ_h``; the eigenvalues of ``WᵀW``
+    are the result divided by ``sigma_h**2``.
+    """
+    if not sigma_h > 0:
+        raise ValueError(f"sigma_h must be positive, got {sigma_h!r}")
+    kappa = np.sort(np.asarray(kappa, dtype=float))
+    n_hidden = kappa.size if n_hidden is None else int(n_hidden)
+    out = np.zeros(n_hidden)
+    soft = kappa[: min(n_hidden, kappa.size)]
+    out[: soft.size] = np.maximum(mu2 - soft, 0.0)
+    return out
+
+
+def relaxation_rates(kappa, mu2: float, sigma_h: float = 1.0) -> np.ndarray:
+    """Linearised relaxation rate of each mode about its fixed point, per unit ``τ = α·steps``.
+
+    In the target's eigenbasis the exact flow of ``x = σ_h² ξ²`` (``N_h ≥ N_v``, ``η = 0``) is
+    ``dx/dτ = 2 σ_h² x (1/κ − 1/(μ² − x))``. Linearising about ``x* = μ² − κ`` gives
+    ``2 σ_h² (μ² − κ)/κ²`` (the ``(μ² − κ)/κ²`` of SCIENCE.md §3.2 up to the factor
+    ``2 σ_h²``); about ``x* = 0`` for cut-off modes (``κ > μ²``) it gives ``2 σ_h² (κ − μ²)/(κ μ²)``.
+    """
+    kappa = np.asarray(kappa, dtype=float)
+    learnt = 2.0 * sigma_h**2 * (mu2 - kappa) / kappa**2
+    cut = 2.0 * sigma_h**2 * (kappa - mu2) / (kappa * mu2)
+    return np.where(kappa < mu2, learnt, cut)
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianRBM(Model):
+    """Gaussian RBM trained by persistent contrastive divergence on a free scalar field.
+
+    Static fields: ``n_visible`` (``N_v``, the lattice sites of the target), ``n_hidden``
+    (``N_h``), ``m2`` (target mass², lattice kernel only), ``kernel`` (``"lattice"`` or a
+    symmetric positive-definite ``N_v × N_v`` matrix, stored as a tuple of tuples),
+    ``data_term`` (``"exact"``: ``⟨φφᵀ⟩_target = K_φ⁻¹``; ``"samples"``: masked mean over the
+    mini-batch of target samples), ``gibbs_steps`` (``k``, Gibbs sweeps per update),
+    ``chains`` (number of persistent chains, see below). ``mu2``, ``sigma_h``, ``eta`` and
+    ``init_std`` are defaults; the functions read the per-replica values from ``hp``.
+
+    Persistent chains: ``aux = {"phi": (chains, N_v)}`` holds one visible configuration per
+    chain. Their number is a shape, so it is the static field ``chains``, which the engine
+    must set to the padded (largest) batch size, ``model.replace(chains=B_max)``, before
+    tracing. Chain ``b`` contributes to the model term iff ``mask[b] = 1``, so a replica with
+    ``hp["batch_size"] = |B|`` averages over exactly ``|B|`` chains; the others are advanced
+    but ignored. Chains start in equilibrium with the initial model (exact draws from
+    ``N(m, K⁻¹)``), so there is no burn-in transient.
+
+    Parameters ``{"W": (N_v, N_h)}``. Batches (only with ``data_term = "samples"``, see
+    ``uses_data``) are target samples of shape ``(B_max, N_v)``.
+
+    Losses: both ``loss`` and ``loss_and_grad`` return the exact population negative
+    log-likelihood per sample of the target under the model (the batch is not used, even for
+    ``data_term = "samples"``, so the recorded loss carries no sampling noise)::
+
+        NLL = ½ [tr(K K_φ⁻¹) − log det K + bᵀ K⁻¹ b + N_v log 2π]
+
+    It is ``+inf`` whenever ``K`` is not positive definite (no exception), which marks the
+    replica as diverged.
+    """
+
+    name: ClassVar[str] = "gaussian_rbm"
+    sweepable: ClassVar[tuple[str, ...]] = ("mu2", "sigma_h", "eta")
+
+    n_visible: int = 10
+    n_hidden: int = 10
+    mu2: float = 9.0
+    sigma_h: float = 1.0
+    eta: float = 0.0
+    m2: float = 4.0
+    kernel: str | tuple[tuple[float, ...], ...] = "lattice"
+    data_term: str = "exact"
+    gibbs_steps: int = 3
+    init_std: float = 0.1
+    chains: int = 0
+
+    def __post_init__(self):
+        for field in ("n_visible", "n_hidden", "gibbs_steps"):
+            value = getattr(self, field)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        if not (isinstance(self.chains, (int, np.integer)) and self.chains >= 0):
+            raise ValueError(f"chains must be a non-negative integer, got {self.chains!r}")
+        for field in ("mu2", "sigma_h"):
+            value = getattr(self, field)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{field} must be positive, got {value!r}")
+        if not np.isfinite(self.eta):
+            raise ValueError(f"eta must be finite, got {self.eta!r}")
+        if not (np.isfinite(self.init_std) and self.init_std >= 0):
+            raise ValueError(f"init_std must be non-negative, got {self.init_std!r}")
+        if self.data_term not in _DATA_TERMS:
+            raise ValueError(f"data_term must be one of {_DATA_TERMS}, got {self.data_term!r}")
+        if isinstance(self.kernel, str):
+            if self.kernel != "lattice":
+                raise ValueError(f"kernel must be 'lattice' or a matrix, got {self.kernel!r}")
+            if not (np.isfinite(self.m2) and self.m2 > 0):
+                # κ_0 = m²: the lattice kernel is singular or indefinite otherwise
+                raise ValueError(f"m2 must be positive for the lattice kernel, got {self.m2!r}")
+        else:
+            object.__setattr__(self, "kernel", _validated_kernel(self.kernel, self.n_visible))
+
+    @property
+    def uses_data(self) -> bool:
+        """Target samples are needed only for the sampled data term."""
+        return self.data_term == "samples"
+
+    # -- shared problem ------------------------------------------------------------------
+
+    def target_kernel(self) -> np.ndarray:
+        """``K_φ`` as a float64 numpy array."""
+        if isinstance(self.kernel, str):
+            return lattice_kernel(self.n_visible, self.m2)
+        return np.asarray(self.kernel, dtype=float)
+
+    def problem(self, key):
+        """``{"kernel": K_φ, "cov": K_φ⁻¹, "cov_chol": L}`` with ``L Lᵀ = K_φ⁻¹``.
+
+        Deterministic (``key`` unused); computed in float64 on the host, then cast to the
+        default float dtype.
+        """
+        del key
+        kernel = self.target_kernel()
+        cov = np.linalg.inv(kernel)
+        cov = 0.5 * (cov + cov.T)
+        return {
+            "kernel": jnp.asarray(kernel),
+            "cov": jnp.asarray(cov),
+            "cov_chol": jnp.asarray(np.linalg.cholesky(cov)),
+        }
+
+    def sample(self, key, problem):
+        """One target configuration ``φ = L z ~ N(0, K_φ⁻¹)``, shape ``(N_v,)``."""
+        chol = problem["cov_chol"]
+        return chol @ jax.random.normal(key, (self.n_visible,), chol.dtype)
+
+    # -- per replica ---------------------------------------------------------------------
+
+    def init(self, key, problem, hp):
+        """``W_ij ~ N(0, init_std²)``; ``chains`` visible configurations drawn from ``N(m, K⁻¹)``.
+
+        With ``chains = 0`` (not yet set) the chain array is empty, enough for shape queries;
+        ``loss_and_grad`` then refuses to run.
+        """
+        k_w, k_phi = jax.random.split(key)
+        dtype = problem["cov"].dtype
+        w = hp["init_std"] * jax.random.normal(k_w, (self.n_visible, self.n_hidden), dtype)
+        chol, mean, _ = self._marginal(w, hp)
+        z = jax.random.normal(k_phi, (self.n_visible, self.chains), dtype)
+        # φ = m + L⁻ᵀ z has covariance (L Lᵀ)⁻¹ = K⁻¹; NaN if K is not positive definite
+        phi = mean[None, :] + solve_triangular(chol, z, trans="T", lower=True).T
+        return {"W": w}, {"phi": phi}
+
+    def loss_and_grad(self, params, aux, batch, mask, key, problem, hp):
+        """Advance each chain ``k`` Gibbs sweeps, then ``grads = ⟨φ ĥᵀ⟩_model − ⟨φ ĥᵀ⟩_target``.
+
+        The model term is the masked mean over the chains, the data term ``σ_h² K_φ⁻¹ W``
+        (exact) or the masked mean over ``batch`` (samples). ``loss`` is the exact NLL.
+        """
+        if mask.shape[0] != self.chains:
+            raise ValueError(
+                f"chains ({self.chains}) must equal the padded batch size ({mask.shape[0]}): "
+                "set it with model.replace(chains=B_max) before init"
+            )
+        w = params["W"]
+        phi = self.gibbs(w, aux["phi"], key, hp)
+        model_term = _phase(phi, mask, w, hp)
+        if self.data_term == "exact":
+            data_term = _sigma2(hp) * problem["cov"] @ w
+        else:
+            data_term = _phase(batch, mask, w, hp)
+        grads = {"W": model_term - data_term}
+        return self._nll(w, problem, hp), grads, {"phi": phi}
+
+    def loss(self, params, batch, mask, problem, hp):
+        """Exact population NLL per target sample (``batch`` and ``mask`` unused)."""
+        del batch, mask
+        return self._nll(params["W"], problem, hp)
+
+    def trained_matrix(self, params):
+        return params["W"]
+
+    def observables(self, params, params0, problem, test, hp):
+        """``k_eigs``: eigenvalues of ``K``, ascending (``N_v``); ``xi2``: ``σ_h² ξ²``, the
+        eigenvalues of ``σ_h² WᵀW``, descending (``N_h``), whose fixed points are
+        :func:`fixed_points`."""
+        w = params["W"]
+        s2 = _sigma2(hp)
+        return {
+            "k_eigs": jnp.linalg.eigvalsh(self._kernel(w, hp)),
+            "xi2": s2 * jnp.linalg.eigvalsh(w.T @ w)[::-1],
+        }
+
+    def observable_axes(self):
+        return {"k_eigs": ("level",), "xi2": ("level",)}
+
+    # -- building blocks (public for tests and deterministic flows) ----------------------
+
+    def gibbs(self, w, phi, key, hp):
+        """``gibbs_steps`` sweeps ``φ → h ~ p(h|φ) → φ ~ p(φ|h)`` of every chain in ``phi``."""
+        s2 = _sigma2(hp)
+        sigma_h = jnp.sqrt(s2)
+        mu2 = hp["mu2"]
+
+        def sweep(phi, key):
+            # one draw for both half-steps: each random call site costs compile time
+            z = jax.random.normal(key, (phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
+            h = hp["eta"] + s2 * phi @ w + sigma_h * z[:, : self.n_hidden]
+            return h @ w.T / mu2 + z[:, self.n_hidden :] / jnp.sqrt(mu2), None
+
+        phi, _ = jax.lax.scan(sweep, phi, jax.random.split(key, self.gibbs_steps))
+        return phi
+
+    def exact_grad(self, params, problem, hp):
+        """The gradient with both terms exact, ``−∂⟨log p⟩_target/∂W`` (= ``∂NLL/∂W``)::
+
+            σ_h² (K⁻¹ + m mᵀ − K_φ⁻¹) W + m ηᵀ
+
+        the expectation of ``loss_and_grad``'s ``grads`` over chains in equilibrium (and over
+        target samples). Gradient flow on it gives the deterministic fixed points.
+        """
+        w = params["W"]
+        chol, mean, _ = self._marginal(w, hp)
+        s2 = _sigma2(hp)
+        model_cov = cho_solve((chol, True), jnp.eye(self.n_visible, dtype=w.dtype))
+        second = model_cov + jnp.outer(mean, mean)
+        eta = jnp.full((self.n_hidden,), hp["eta"], w.dtype)
+        return {"W": s2 * (second - problem["cov"]) @ w + jnp.outer(mean, eta)}
+
+    def _kernel(self, w, hp):
+        """``K = μ² 1 − σ_h² W Wᵀ``."""
+        eye = jnp.eye(self.n_visible, dtype=w.dtype)
+        return hp["mu2"] * eye - _sigma2(hp) * w @ w.T
+
+    def _marginal(self, w, hp):
+        """Cholesky factor of ``K`` (NaN if not positive definite), mean ``m = K⁻¹ W η``, ok flag."""
+        chol = jnp.linalg.cholesky(self._kernel(w, hp))
+        ok = jnp.all(jnp.isfinite(chol))
+        b = hp["eta"] * jnp.sum(w, axis=1)
+        return chol, cho_solve((chol, True), b), ok
+
+    def _nll(self, w, problem, hp):
+        """``½ [tr(K K_φ⁻¹) − log det K + bᵀK⁻¹b + N log 2π]``, ``+inf`` if ``K`` is not positive definite."""
+        chol, mean, ok = self._marginal(w, hp)
+        kernel = self._kernel(w, hp)
+        b = hp["eta"] * jnp.sum(w, axis=1)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+        nll = 0.5 * (
+            jnp.sum(kernel * problem["cov"]) - logdet + b @ mean + self.n_visible * math.log(2 * math.pi)
+        )
+        return jnp.where(ok, nll, jnp.inf)
+
+
+def _sigma2(hp):
+    return hp["sigma_h"] ** 2
+
+
+def _phase(phi, mask, w, hp):
+    """Masked mean of ``φ ĥ(φ)ᵀ`` with ``ĥ = η + σ_h² Wᵀφ`` (Rao–Blackwellised ``⟨φ hᵀ⟩``)."""
+    # zero the padding first: 0 × (inf or NaN) in an unused slot must not leak into the mean
+    phi = jnp.where(mask[:, None] > 0, phi, 0.0)
+    h_mean = hp["eta"] + _sigma2(hp) * phi @ w
+    # masked_mean of the outer products, contracted directly: no (B, N_v, N_h) intermediate
+    return jnp.einsum("b,bi,bj->ij", mask, phi, h_mean) / jnp.sum(mask)
+
+
+def _validated_kernel(kernel, n_visible: int) -> tuple[tuple[float, ...], ...]:
+    """A symmetric positive-definite ``n_visible × n_visible`` matrix as a tuple of tuples."""
+    try:
+        arr = np.asarray(kernel, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"kernel must be a numeric matrix, got {kernel!r}") from err
+    if arr.shape != (n_visible, n_visible):
+        raise ValueError(
+            f"kernel must have shape ({n_visible}, {n_visible}) (n_visible), got shape {arr.shape}: {kernel!r}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"kernel must be finite, got {kernel!r}")
+    scale = np.max(np.abs(arr))
+    if not np.allclose(arr, arr.T, rtol=0.0, atol=1e-12 * scale):
+        raise ValueError(f"kernel must be symmetric, got {kernel!r}")
+    lowest = np.linalg.eigvalsh(arr)[0]
+    if not lowest > 0:
+        raise ValueError(f"kernel must be positive definite (lowest eigenvalue {lowest:.3g}), got {kernel!r}")
+    return tuple(tuple(float(x) for x in row) for row in arr)

@@ -1,0 +1,215 @@
+"""Observables at snapshots: spectra, spacings, overlaps and the drift-versus-Coulomb terms.
+
+Every function works on ONE replica (no replica axis); the engine vmaps them. They are pure
+JAX, jit-able, and written to stay accurate in float32 (two-pass variances, no differences
+of large sums).
+
+Multilayer teacher–student conventions (SCIENCE.md §3.3), for ``n`` inputs:
+
+    x  (n, D)        φ0 = tanh(x Mᵀ)            (n, L)     M fixed, (L, D)
+    W  (K, L)        a  = φ0 Wᵀ,  s = f(a)       (n, K)     f ∈ {tanh, relu, identity}
+    Z  (K,)          ŷ  = s Z                    (n,)
+    ℓ_n = ½ (ŷ_n − y_n)²,   g_n = −∂ℓ_n/∂W = −(ŷ_n − y_n) (Z ⊙ f'(a_n)) φ0_nᵀ   (K, L)
+
+Spectra are of ``X = W Wᵀ`` (K×K), whose eigenvalues are the squared singular values of W.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+
+ACTIVATIONS = ("tanh", "relu", "identity")
+
+
+# ---------------------------------------------------------------------------------------
+# The multilayer network
+# ---------------------------------------------------------------------------------------
+def activation_and_derivative(name: str) -> tuple[Callable, Callable]:
+    """``(f, f')`` for ``name`` in ``ACTIVATIONS`` (a static string, resolved at trace time)."""
+    if name == "tanh":
+        return jnp.tanh, lambda a: 1.0 - jnp.tanh(a) ** 2
+    if name == "relu":
+        # f'(0) = 0, the same convention as jax.nn.relu's derivative
+        return (lambda a: jnp.maximum(a, 0.0)), (lambda a: (a > 0).astype(a.dtype))
+    if name == "identity":
+        return (lambda a: a), jnp.ones_like
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def input_features(M: Array, x: Array) -> Array:
+    """φ0 = tanh(M x) for each input: ``(n, L)``."""
+    return jnp.tanh(x @ M.T)
+
+
+def features(W: Array, M: Array, x: Array, activation: str = "tanh") -> Array:
+    """Hidden features s = f(W φ0(x)): ``(n, K)``."""
+    f, _ = activation_and_derivative(activation)
+    return f(input_features(M, x) @ W.T)
+
+
+def predict(W: Array, M: Array, Z: Array, x: Array, activation: str = "tanh") -> Array:
+    """Network output ŷ = Z·s: ``(n,)``."""
+    return features(W, M, x, activation) @ Z
+
+
+def multilayer_loss(W, M, Z, x, y, activation: str = "tanh") -> Array:
+    """Mean loss ½ mean_n (ŷ_n − y_n)²."""
+    r = predict(W, M, Z, x, activation) - y
+    return 0.5 * jnp.mean(r * r)
+
+
+def per_sample_grads(W, M, Z, x, y, activation: str = "tanh") -> Array:
+    """g_n = −∂ℓ_n/∂W = −(ŷ_n − y_n) (Z ⊙ f'(W φ0_n)) φ0_nᵀ: ``(n, K, L)``."""
+    f, fprime = activation_and_derivative(activation)
+    phi0 = input_features(M, x)
+    a = phi0 @ W.T
+    residual = f(a) @ Z - y
+    back = -residual[:, None] * Z[None, :] * fprime(a)  # (n, K)
+    return back[:, :, None] * phi0[:, None, :]
+
+
+def gradient_norm(W, M, Z, x, y, activation: str = "tanh") -> Array:
+    """Frobenius norm of the full-batch gradient ‖mean_n g_n‖ on the given inputs."""
+    g = jnp.mean(per_sample_grads(W, M, Z, x, y, activation), axis=0)
+    return jnp.sqrt(jnp.sum(g * g))
+
+
+# ---------------------------------------------------------------------------------------
+# Spectra
+# ---------------------------------------------------------------------------------------
+def gram_spectrum(W: Array) -> Array:
+    """Eigenvalues of X = W Wᵀ in DESCENDING order (the squared singular values of W)."""
+    return jnp.linalg.eigvalsh(W @ W.T)[::-1]
+
+
+def singular_values(W: Array) -> Array:
+    """Singular values of W in descending order."""
+    return jnp.linalg.svd(W, compute_uv=False)
+
+
+def symmetric_spectrum(W: Array) -> Array:
+    """Eigenvalues of the symmetric part (W + Wᵀ)/2 of a square W, ASCENDING."""
+    return jnp.linalg.eigvalsh(0.5 * (W + W.T))
+
+
+def mean_spacing(levels: Array) -> Array:
+    """Mean nearest-neighbour spacing ū = (x_max − x_min)/(N − 1) along the last axis.
+
+    Equal to the mean of |x_{i+1} − x_i| over the sorted levels, whatever their order.
+    """
+    n = levels.shape[-1]
+    return (jnp.max(levels, axis=-1) - jnp.min(levels, axis=-1)) / (n - 1)
+
+
+def spacing_growth_rate(mean_spacing_t, mean_spacing_0, t) -> Array:
+    """λ = ln(ū(t)/ū(0))/t for one replica; the ensemble mean ⟨·⟩ is taken over replicas later."""
+    return jnp.log(mean_spacing_t / mean_spacing_0) / t
+
+
+# ---------------------------------------------------------------------------------------
+# Feature statistics
+# ---------------------------------------------------------------------------------------
+def overlap(s0: Array, s: Array) -> Array:
+    """Overlap with the initial features q = (1/(nK)) Σ_n Σ_k s0_nk s_nk."""
+    return jnp.mean(s0 * s)
+
+
+def _unit(a: Array) -> Array:
+    norm = jnp.sqrt(jnp.sum(a * a))
+    # a zero field or zero features has no direction: report 0 alignment, not NaN
+    return a / jnp.where(norm > 0, norm, 1.0)
+
+
+def field_alignment(s: Array, y: Array, Z: Array) -> Array:
+    """hs = Σ_{nk} ĥ_nk ŝ_nk with the field h_nk = y_n Z_k; ĥ, ŝ have unit Frobenius norm."""
+    h = y[:, None] * Z[None, :]
+    return jnp.sum(_unit(h) * _unit(s))
+
+
+# ---------------------------------------------------------------------------------------
+# Drift versus Coulomb repulsion of the levels of X = W Wᵀ
+# ---------------------------------------------------------------------------------------
+def increments(W: Array, g: Array) -> Array:
+    """Per-sample change of X = W Wᵀ per unit learning rate, dX_n = W g_nᵀ + g_n Wᵀ: ``(n, K, K)``."""
+    wg = jnp.einsum("kl,njl->nkj", W, g)
+    return wg + jnp.swapaxes(wg, -1, -2)
+
+
+def projected_increment_moments(W: Array, g: Array) -> tuple[Array, Array, Array]:
+    """``(K̃, Ṽ, x)`` from the per-sample gradients ``g`` (n, K, L).
+
+    With X = W Wᵀ = U diag(x) Uᵀ, eigenvalues x DESCENDING and P_n = Uᵀ dX_n U:
+
+        K̃_ij = mean_n P_n,ij            (drift of the levels: K̃_ii)
+        Ṽ_ij = Var_n[P_n,ij]            (elementwise, population variance, 1/n)
+
+    Ṽ is the variance of the projected increment, not the projection of an elementwise
+    variance of dX: it is (Uᵀ dX U)_ij that enters the second-order (Coulomb) term of the
+    eigenvalue SDE, T Σ_j Ṽ_ij/(x_i − x_j). Both are invariant under the sign of each
+    eigenvector, so the arbitrary signs returned by ``eigh`` do not matter.
+    """
+    x, U = jnp.linalg.eigh(W @ W.T)
+    x, U = x[::-1], U[:, ::-1]
+    P = jnp.einsum("ai,nab,bj->nij", U, increments(W, g), U)
+    drift = jnp.mean(P, axis=0)
+    dev = P - drift
+    noise = jnp.mean(dev * dev, axis=0)
+    return drift, noise, x
+
+
+def drift_coulomb_from_moments(drift: Array, noise: Array) -> tuple[Array, Array]:
+    """``(K_t, V_t)`` from K̃ and Ṽ in the descending eigenbasis (1-based indices below).
+
+        K_t = |K̃_11| − |K̃_KK|
+        V_t = 2 Ṽ_1K/(K − 1) + Σ_{k=1}^{K−2} (Ṽ_{1,k+1} + Ṽ_{K,K−k})/k
+
+    V_t is the Coulomb push apart of the extreme levels for equally spaced levels (unit
+    spacing): level 1 is repelled by level k+1 at distance k, level K by level K−k; the
+    pair (1, K) at distance K−1 appears in both sums, hence the factor 2.
+    """
+    K = drift.shape[-1]
+    k_t = jnp.abs(drift[0, 0]) - jnp.abs(drift[K - 1, K - 1])
+    k = jnp.arange(1, K - 1)  # k = 1 … K−2
+    # 1-based Ṽ_{1,k+1} -> noise[0, k];  Ṽ_{K,K−k} -> noise[K−1, K−1−k]
+    pairs = (noise[0, k] + noise[K - 1, K - 1 - k]) / k
+    v_t = 2.0 * noise[0, K - 1] / (K - 1) + jnp.sum(pairs)
+    return k_t, v_t
+
+
+def drift_coulomb_terms(W, M, Z, x, y, activation: str = "tanh"):
+    """``(K_t, V_t, extra)`` of SCIENCE.md §3.3 on the test inputs ``x`` (n, D), labels ``y``.
+
+    Per test sample dX_n = W g_nᵀ + g_n Wᵀ with g_n = −∂ℓ_n/∂W; K̃, Ṽ as in
+    ``projected_increment_moments``; K_t, V_t as in ``drift_coulomb_from_moments``.
+    ``extra`` = {"drift": K̃ (K, K), "noise": Ṽ (K, K), "levels": x (K,) descending}.
+    """
+    g = per_sample_grads(W, M, Z, x, y, activation)
+    drift, noise, levels = projected_increment_moments(W, g)
+    k_t, v_t = drift_coulomb_from_moments(drift, noise)
+    return k_t, v_t, {"drift": drift, "noise": noise, "levels": levels}
+
+
+def drift_dominated(K_t, V_t, T, sigma_w, K: int, L: int):
+    """Drift-dominated (ordered) test: K_t / (sqrt(r) (K − 1)) ≥ T V_t / (4 σ_W²), r = L/K.
+
+    Plain arithmetic, so it works on JAX and numpy arrays alike (broadcasting over replicas).
+    """
+    r = L / K
+    return K_t / (r**0.5 * (K - 1)) >= T * V_t / (4.0 * sigma_w**2)
+
+
+def diagonal_drift_and_noise(W, M, Z, x, y, activation: str = "tanh") -> tuple[Array, Array]:
+    """``(K̃_ii, Ṽ_ij)``: level drift (K,) and pair-noise matrix (K, K), descending eigenbasis.
+
+    The coefficients of the eigenvalue Langevin equation of X = W Wᵀ in the time τ = α·steps
+    (second-order perturbation theory to leading order in α, batch |B|, T = α/|B|):
+
+        dx_i = K̃_ii dτ + T Σ_{j≠i} Ṽ_ij/(x_i − x_j) dτ + sqrt(T Ṽ_ii) dB_i
+    """
+    g = per_sample_grads(W, M, Z, x, y, activation)
+    drift, noise, _ = projected_increment_moments(W, g)
+    return jnp.diagonal(drift), noise

@@ -1,0 +1,269 @@
+"""Phase classification and phase-diagram assembly for the multilayer sweep (SCIENCE.md §3.3).
+
+Plain numpy on arrays loaded from the results store, whose leading axes are
+(grid point, replica, snapshot, ...). Two classifiers are compared:
+
+- from observables: each replica gets one of ``LABELS`` by the rules of
+  ``classify_observables``;
+- from the drift-versus-Coulomb criterion (``dysonbm.observables.drift_dominated``): the
+  fraction of replicas that pass, contoured at 0.68 / 0.95 / 0.997, bounds the ordered
+  phase towards high temperature; ``disorder_line`` (σ_W² = 1/2) bounds it towards the glass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PHASES = ("ordered", "paramagnetic", "glassy", "divergent")
+UNRESOLVED = "unresolved"
+#: every label, in the order of precedence of the classification rules and of tie-breaks
+LABELS = ("divergent", "ordered", "glassy", "paramagnetic", UNRESOLVED)
+
+#: σ_W where tanh of a Gaussian of variance σ_W² turns bimodal (σ_W² = 1/2): ordered | glassy
+disorder_line = float(1.0 / np.sqrt(2.0))
+
+_LABEL_DTYPE = "<U12"
+
+
+def _descending(levels) -> np.ndarray:
+    return -np.sort(-np.asarray(levels, dtype=float), axis=-1)
+
+
+def _mean_spacing(levels: np.ndarray) -> np.ndarray:
+    # (x_max − x_min)/(N − 1): the mean spacing of the sorted levels
+    return (levels.max(axis=-1) - levels.min(axis=-1)) / (levels.shape[-1] - 1)
+
+
+def classify_observables(
+    test_loss,
+    loss0,
+    spectrum_t,
+    spectrum_0,
+    q,
+    finite=None,
+    teacher_spectrum=None,
+    *,
+    loss_prev=None,
+    converged_ratio: float = 1e-2,
+    teacher_rtol: float = 0.1,
+    teacher_levels: int | None = None,
+    frozen_rtol: float = 0.1,
+    q_glassy: float = 0.5,
+    growth_min: float = 0.0,
+    plateau_rtol: float = 0.1,
+) -> np.ndarray:
+    """Label each replica ``"divergent" | "ordered" | "glassy" | "paramagnetic" | "unresolved"``.
+
+    Inputs broadcast over any leading axes (e.g. (grid point, replica)): ``test_loss``,
+    ``loss0`` (the test loss at t = 0), ``q`` and ``finite`` have shape (...); the spectra of
+    X = W Wᵀ ``spectrum_t``, ``spectrum_0`` have shape (..., K) in any order;
+    ``teacher_spectrum`` (K,) or (..., K) are the teacher's squared singular values (None:
+    skip the spectral test of the ordered phase).
+
+    Rules, the first that applies wins (this is the order of precedence):
+
+    1. divergent    ``finite`` is False, or the final loss, spectrum or q is not finite.
+    2. ordered      converged: test_loss ≤ converged_ratio·loss0, and the spectrum matches
+                    the teacher: max_k |x_k − x*_k| ≤ teacher_rtol·max_k x*_k over the
+                    ``teacher_levels`` largest levels (all when None), both sorted descending.
+    3. glassy       frozen spectrum: both extreme levels within ``frozen_rtol`` of their
+                    initial values, |x_max(t)/x_max(0) − 1| ≤ frozen_rtol (same for x_min),
+                    and a high overlap with the initial features, q > q_glassy.
+    4. paramagnetic growing spectrum: ln(ū(t)/ū(0)) > growth_min (λ > 0 for the default),
+                    ū the mean level spacing; and a plateaued loss: not converged (as in 2)
+                    and, when ``loss_prev`` (the loss at an earlier snapshot) is given, not
+                    falling by more than plateau_rtol: test_loss ≥ (1 − plateau_rtol)·loss_prev.
+    5. unresolved   none of the above.
+    """
+    test_loss = np.asarray(test_loss, dtype=float)
+    loss0 = np.asarray(loss0, dtype=float)
+    q = np.asarray(q, dtype=float)
+    x_t = _descending(spectrum_t)
+    x_0 = _descending(spectrum_0)
+    shape = np.broadcast_shapes(test_loss.shape, loss0.shape, q.shape, x_t.shape[:-1], x_0.shape[:-1])
+
+    ok = np.isfinite(test_loss) & np.isfinite(q) & np.all(np.isfinite(x_t), axis=-1)
+    if finite is not None:
+        ok = ok & np.asarray(finite, dtype=bool)
+    divergent = ~ok
+
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        converged = test_loss <= converged_ratio * loss0
+        if teacher_spectrum is None:
+            matches = np.ones(shape, dtype=bool)
+        else:
+            x_star = _descending(teacher_spectrum)
+            n = x_star.shape[-1] if teacher_levels is None else teacher_levels
+            err = np.max(np.abs(x_t[..., :n] - x_star[..., :n]), axis=-1)
+            matches = err <= teacher_rtol * np.max(x_star, axis=-1)
+        ordered = converged & matches
+
+        frozen = (np.abs(x_t[..., 0] / x_0[..., 0] - 1.0) <= frozen_rtol) & (
+            np.abs(x_t[..., -1] / x_0[..., -1] - 1.0) <= frozen_rtol
+        )
+        glassy = frozen & (q > q_glassy)
+
+        growing = np.log(_mean_spacing(x_t) / _mean_spacing(x_0)) > growth_min
+        plateau = ~converged
+        if loss_prev is not None:
+            plateau = plateau & (test_loss >= (1.0 - plateau_rtol) * np.asarray(loss_prev, dtype=float))
+        paramagnetic = growing & plateau
+
+    # np.select takes the first true condition: the list order is the precedence
+    conditions = [np.broadcast_to(c, shape) for c in (divergent, ordered, glassy, paramagnetic)]
+    return np.select(conditions, LABELS[:4], default=UNRESOLVED).astype(_LABEL_DTYPE)
+
+
+def classify_trajectories(
+    test_loss,
+    spectra,
+    q,
+    teacher_spectrum=None,
+    *,
+    finite=None,
+    plateau_window: float = 0.5,
+    **thresholds,
+) -> np.ndarray:
+    """``classify_observables`` on whole trajectories, snapshot axis last among the scalars.
+
+    ``test_loss`` and ``q``: (..., S); ``spectra``: (..., S, K). Uses snapshot 0 as the
+    initial state, the last snapshot as the final one, and as ``loss_prev`` the snapshot a
+    fraction ``plateau_window`` of the run before the end. A replica is divergent if any
+    snapshot is non-finite (or ``finite`` (...) is False).
+    """
+    test_loss = np.asarray(test_loss, dtype=float)
+    spectra = np.asarray(spectra, dtype=float)
+    q = np.asarray(q, dtype=float)
+    n_snap = test_loss.shape[-1]
+    prev = int(round((n_snap - 1) * (1.0 - plateau_window)))
+    ok = (
+        np.all(np.isfinite(test_loss), axis=-1)
+        & np.all(np.isfinite(q), axis=-1)
+        & np.all(np.isfinite(spectra), axis=(-2, -1))
+    )
+    if finite is not None:
+        ok = ok & np.asarray(finite, dtype=bool)
+    return classify_observables(
+        test_loss[..., -1],
+        test_loss[..., 0],
+        spectra[..., -1, :],
+        spectra[..., 0, :],
+        q[..., -1],
+        ok,
+        teacher_spectrum,
+        loss_prev=test_loss[..., prev],
+        **thresholds,
+    )
+
+
+def drift_fraction(passes, *, axis: int = 1, valid=None) -> np.ndarray:
+    """Fraction of replicas passing the drift criterion, reduced over the replica ``axis``.
+
+    A replica whose K_t or V_t is NaN fails the comparison and counts as not passing. With
+    ``valid`` (same shape, bool) only valid replicas are counted (NaN where none is).
+    """
+    passes = np.asarray(passes, dtype=bool)
+    if valid is None:
+        return passes.mean(axis=axis)
+    valid = np.asarray(valid, dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (passes & valid).sum(axis=axis) / valid.sum(axis=axis)
+
+
+def phase_grid(labels, grid_shape=None) -> dict:
+    """Majority phase and per-label fractions per grid point.
+
+    ``labels``: (P, R) strings (grid point, replica). Returns ``{"majority": (grid_shape)
+    strings, "fractions": {label: (grid_shape) floats}}`` over all of ``LABELS``; ties go to
+    the label listed first in ``LABELS``.
+    """
+    labels = np.asarray(labels)
+    n_points = labels.shape[0]
+    grid_shape = (n_points,) if grid_shape is None else tuple(grid_shape)
+    fractions = np.stack([(labels == name).mean(axis=1) for name in LABELS])  # (len(LABELS), P)
+    majority = np.asarray(LABELS)[np.argmax(fractions, axis=0)]  # argmax: first of ties
+    return {
+        "majority": majority.astype(_LABEL_DTYPE).reshape(grid_shape),
+        "fractions": {name: fractions[i].reshape(grid_shape) for i, name in enumerate(LABELS)},
+    }
+
+
+def compare_classifiers(labels_obs, fraction_drift, levels=(0.68, 0.95, 0.997), coords=None) -> list[dict]:
+    """One row per grid point comparing the observable labels with the drift fraction.
+
+    ``labels_obs`` (P, R); ``fraction_drift`` (P,) or any shape with P entries; ``coords``
+    optional ``{name: (P,) values}`` (e.g. T, σ_W) copied into the rows. Each row holds the
+    point index, the coordinates, the majority label, the fraction of every label
+    (``f_<label>``), ``drift_fraction``, ``drift_level`` (the highest level reached, 0.0 if
+    none) and for each level ``agree@<level>``: whether "drift fraction ≥ level" equals
+    "majority is ordered". The drift criterion splits ordered from paramagnetic only, so
+    ``agree@…`` is None where the majority is anything else.
+    """
+    grid = phase_grid(labels_obs)
+    frac = np.asarray(fraction_drift, dtype=float).reshape(-1)
+    rows = []
+    for i in range(frac.size):
+        majority = str(grid["majority"][i])
+        row = {"point": i}
+        if coords is not None:
+            row.update({name: float(np.asarray(v).reshape(-1)[i]) for name, v in coords.items()})
+        row["majority"] = majority
+        row.update({f"f_{name}": float(grid["fractions"][name][i]) for name in LABELS})
+        row["drift_fraction"] = float(frac[i])
+        reached = [lv for lv in levels if frac[i] >= lv]
+        row["drift_level"] = float(max(reached)) if reached else 0.0
+        for lv in levels:
+            if majority in ("ordered", "paramagnetic"):
+                row[f"agree@{lv}"] = bool((frac[i] >= lv) == (majority == "ordered"))
+            else:
+                row[f"agree@{lv}"] = None
+        rows.append(row)
+    return rows
+
+
+def format_comparison(rows: list[dict]) -> str:
+    """Fixed-width text table of ``compare_classifiers`` rows, with agreement rates per level."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    table = [keys] + [[cell(r[k]) for k in keys] for r in rows]
+    widths = [max(len(line[j]) for line in table) for j in range(len(keys))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in table]
+    for k in keys:
+        if k.startswith("agree@"):
+            judged = [r[k] for r in rows if r[k] is not None]
+            rate = f"{np.mean(judged):.3f} of {len(judged)}" if judged else "n/a"
+            lines.append(f"{k}: {rate}")
+    return "\n".join(lines)
+
+
+def critical_temperature(T_values, fractions, level: float = 0.68):
+    """Temperature where the drift fraction first falls below ``level`` as T grows (fixed σ_W).
+
+    ``T_values`` (nT,), any order; ``fractions`` (..., nT). At the first i (T ascending) with
+    f_i ≥ level > f_{i+1}, interpolate the fraction linearly in log T:
+
+        ln T_c = ln T_i + (f_i − level)/(f_i − f_{i+1}) · (ln T_{i+1} − ln T_i)
+
+    NaN where there is no crossing (all above, all below, or NaN fractions at the crossing).
+    Returns a float for 1-D ``fractions``, else an array of the leading shape.
+    """
+    T = np.asarray(T_values, dtype=float)
+    order = np.argsort(T)
+    logT = np.log(T[order])
+    f = np.asarray(fractions, dtype=float)[..., order]
+    flat = f.reshape(-1, T.size)
+    out = np.full(flat.shape[0], np.nan)
+    for n, row in enumerate(flat):
+        drops = np.nonzero((row[:-1] >= level) & (row[1:] < level))[0]
+        if drops.size:
+            i = drops[0]
+            w = (row[i] - level) / (row[i] - row[i + 1])
+            out[n] = np.exp(logT[i] + w * (logT[i + 1] - logT[i]))
+    return float(out[0]) if f.ndim == 1 else out.reshape(f.shape[:-1])

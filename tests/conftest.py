@@ -1,0 +1,23 @@
+import os
+
+# Tests see two CPU devices, like the 2-core CI machine with `dbm`'s default; set before jax loads.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a TOML text to a file and return its path."""
+
+    def write(text: str, name: str = "cfg.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
