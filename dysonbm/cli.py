@@ -44,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="summarise a results directory")
     show.add_argument("dir")
 
+    from dysonbm.reproduce import REGISTRY
+
+    rep = sub.add_parser("reproduce", help="run a published experiment end to end and write a report")
+    rep.add_argument("name", choices=sorted(REGISTRY))
+    rep.add_argument("--quick", action="store_true", help="a preset that finishes on a laptop CPU")
+    rep.add_argument("--out", help="output directory (default: results/<name>[-quick])")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    plot = sub.add_parser("plot", help="draw the figures of a results directory (PNG)")
+    plot.add_argument("dir")
+    plot.add_argument("--out", help="folder for the figures (default: DIR/figures)")
+
     sub.add_parser("info", help="devices and versions")
     return p
 
@@ -91,6 +103,31 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from dysonbm import reproduce
+
+    out = Path(args.out) if args.out else Path("results") / (args.name + ("-quick" if args.quick else ""))
+    report = reproduce.get(args.name).run(out, quick=args.quick, progress=not args.quiet)
+    print(f"report written to {report}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from dysonbm import io, plots
+
+    try:
+        results = io.load(args.dir)
+    except (FileNotFoundError, ValueError) as err:
+        return fail(str(err))
+    out = Path(args.out) if args.out else Path(args.dir) / "figures"
+    written = plots.plot_results(results, out)
+    if not written:
+        return fail(f"{args.dir}: no figure applies to model {results.config['model']['name']!r}")
+    for path in written:
+        print(path)
+    return 0
+
+
 def cmd_info(args) -> int:
     import jax
     import optax
@@ -124,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 0
     configure_host_devices()
-    return {"run": cmd_run, "show": cmd_show, "info": cmd_info}[args.command](args)
+    commands = {"run": cmd_run, "show": cmd_show, "info": cmd_info, "reproduce": cmd_reproduce, "plot": cmd_plot}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

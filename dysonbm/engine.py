@@ -100,6 +100,11 @@ class DataLayout:
         return (self.n_data // batch_size) * batch_size
 
 
+def make_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
+    """The simulation a config describes: SGD replicas of a model (SDE processes later)."""
+    return make_sgd_sim(model, cfg, layout)
+
+
 def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
     """SGD replicas of ``model`` under the config's optimiser, data protocol and bounds."""
     train, bounds = cfg.train, cfg.divergence

@@ -90,7 +90,7 @@ class Plan:
         self.model = model
         self.names = hyper_names(model)
         self.layout = engine.DataLayout.from_config(cfg, self.max_batch)
-        self.sim = engine.make_sgd_sim(model, cfg, self.layout)
+        self.sim = engine.make_sim(model, cfg, self.layout)
 
         n_dev = devices or cfg.run.devices or len(jax.devices())
         all_devices = jax.devices()
