@@ -312,10 +312,8 @@ def grid_points(cfg: Config, model=None) -> list[dict[str, float]]:
     base = {"lr": cfg.train.lr, "batch_size": cfg.train.batch_size, "init_std": cfg.train.init_std}
     base.update(model.defaults())
     names = hyper_names(model)
-    if not cfg.sweeps:
-        return [dict(base)]
-    points = []
-    for i, block in enumerate(cfg.sweeps):
+    points = [] if cfg.sweeps else [dict(base)]
+    for block in cfg.sweeps:
         for key, values in block.items():
             if key not in names:
                 raise ConfigError(f"sweep.{key}", list(values), f"not a sweepable hyperparameter ({', '.join(names)})")
