@@ -17,6 +17,10 @@ examples:
   dbm run configs/ts_quick.toml --set steps=500 --set train.lr=0.05 --out /tmp/ts
   dbm run configs/multilayer_quick.toml --set "sweep.init_std=[0.5, 16]" --overwrite
   dbm show results/ts_quick                          # summary table per grid point
+  dbm run configs/ts_quick.toml --dry-run            # memory, chunks, estimated wall time
+  dbm run configs/ts_quick.toml --resume             # continue an interrupted run
+  dbm run configs/ts_quick.toml --shard 0/2 --out r/p0   # and 1/2 elsewhere, then:
+  dbm merge r/p0 r/p1 --out results/ts_quick
   dbm info                                           # devices and versions
 """
 
@@ -40,6 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", type=int, default=None, help="devices to shard replicas over (default: all)")
     run.add_argument("--chunk-size", type=int, default=None, help="replicas per compiled chunk")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoint in --out (or say the results are complete)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print grid size, memory, chunks and a calibrated wall time; write nothing")
+    run.add_argument("--shard", metavar="I/N", help="run only the I-th of N parts of the replicas (join with dbm merge)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="multi-process job: address of process 0 (or JAX_COORDINATOR_ADDRESS)")
+    run.add_argument("--num-processes", type=int, metavar="N", help="multi-process job: processes (or JAX_NUM_PROCESSES)")
+    run.add_argument("--process-id", type=int, metavar="I", help="multi-process job: this process (or JAX_PROCESS_ID)")
+
+    merge = sub.add_parser("merge", help="join the results of dbm run --shard into one results directory")
+    merge.add_argument("dirs", nargs="+", metavar="DIR", help="shard results directories")
+    merge.add_argument("--out", required=True, help="merged results directory")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing results directory")
 
     show = sub.add_parser("show", help="summarise a results directory")
     show.add_argument("dir")
@@ -65,6 +83,35 @@ def fail(message: str) -> int:
     return 2
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard = '{text}': expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard = '{text}': need 0 <= I < N")
+    return i, n
+
+
+def _distributed(args) -> tuple[str, int, int] | None:
+    """(coordinator, processes, process id) from the flags or JAX_* variables, or None."""
+    env = os.environ
+    coord = args.coordinator or env.get("JAX_COORDINATOR_ADDRESS")
+    n = args.num_processes if args.num_processes is not None else env.get("JAX_NUM_PROCESSES")
+    i = args.process_id if args.process_id is not None else env.get("JAX_PROCESS_ID")
+    if coord is None and n is None and i is None:
+        return None
+    if coord is None or n is None or i is None:
+        raise ValueError("--coordinator, --num-processes and --process-id: give all three (or none)")
+    try:
+        n, i = int(n), int(i)
+    except ValueError:
+        raise ValueError(f"--num-processes = {n!r}, --process-id = {i!r}: expected integers") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--process-id = {i}: need 0 <= id < --num-processes = {n}")
+    return coord, n, i
+
+
 def cmd_run(args) -> int:
     from dysonbm.config import ConfigError, load, parse_set_args
 
@@ -76,19 +123,67 @@ def cmd_run(args) -> int:
         value = getattr(args, name)
         if value is not None and value <= 0:
             return fail(f"--{name.replace('_', '-')} = {value}: must be positive")
+    try:
+        shard = _parse_shard(args.shard) if args.shard else None
+        dist = _distributed(args)
+    except ValueError as err:
+        return fail(str(err))
+    if shard and dist:
+        return fail("--shard: not with a multi-process job (each process runs the shard of its id)")
+    if args.resume and args.overwrite:
+        return fail("--resume and --overwrite: choose one")
     out = Path(args.out) if args.out else Path("results") / cfg.name
-    if out.exists() and not args.overwrite:
-        return fail(f"--out = '{out}': exists (use --overwrite to replace it)")
 
     from dysonbm import runner
 
+    if args.dry_run:
+        try:
+            plan = runner.Plan(cfg, devices=args.devices, chunk_size=args.chunk_size,
+                               shard=shard or (dist and (dist[2], dist[1])))
+        except (ConfigError, ValueError) as err:
+            return fail(str(err))
+        print(runner.dry_run(plan))
+        return 0
+
+    status = runner.state_of(out)  # a multi-process job's DIR is complete once merged
+    if args.resume and status == "complete":
+        print(f"{out}: results complete, nothing to resume")
+        return 0
+    if status != "missing" and not (args.overwrite or args.resume) and not dist:
+        return fail(f"--out = '{out}': exists (use --overwrite to replace it, --resume to continue it)")
+
+    kw = dict(overwrite=args.overwrite, progress=not args.quiet, devices=args.devices,
+              chunk_size=args.chunk_size, resume=args.resume)
     try:
-        results = runner.run(cfg, out=out, overwrite=args.overwrite, progress=not args.quiet,
-                             devices=args.devices, chunk_size=args.chunk_size)
-    except (ConfigError, ValueError) as err:
+        if dist:
+            import jax
+
+            jax.distributed.initialize(coordinator_address=dist[0], num_processes=dist[1], process_id=dist[2])
+            results = runner.run_distributed(cfg, out, process_id=dist[2], num_processes=dist[1], **kw)
+            if dist[2] != 0:
+                out = out / f"part-{dist[2]}"
+        else:
+            results = runner.run(cfg, out=out, shard=shard, **kw)
+    except (ConfigError, ValueError, FileExistsError) as err:  # CheckpointError is a ValueError
         return fail(str(err))
     print(results.summary())
     print(f"results written to {out}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from dysonbm import io
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        return fail(f"--out = '{out}': exists (use --overwrite to replace it)")
+    try:
+        merged = io.merge([io.load(d) for d in args.dirs])
+    except (FileNotFoundError, ValueError) as err:  # MergeError is a ValueError
+        return fail(str(err))
+    io.save(merged, out, overwrite=args.overwrite)
+    print(merged.summary())
+    print(f"merged {len(args.dirs)} shards into {out}")
     return 0
 
 
@@ -161,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 0
     configure_host_devices()
-    commands = {"run": cmd_run, "show": cmd_show, "info": cmd_info, "reproduce": cmd_reproduce, "plot": cmd_plot}
+    commands = {"run": cmd_run, "show": cmd_show, "info": cmd_info, "reproduce": cmd_reproduce, "plot": cmd_plot,
+                "merge": cmd_merge}
     return commands[args.command](args)
 
 

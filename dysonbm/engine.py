@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dysonbm import linalg
 from dysonbm.config import Config
 from dysonbm.models.base import tree_sum
 
@@ -222,9 +223,9 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
         out["grad_norm"] = jnp.sqrt(tree_sum(flat * flat))
         w = model.trained_matrix(params)
         if record.spectra:
-            out["svals"] = jnp.linalg.svd(w, compute_uv=False)
+            out["svals"] = linalg.svdvals(w)
             if w.shape[0] == w.shape[1]:
-                out["eigs"] = jnp.linalg.eigvalsh(0.5 * (w + w.T))
+                out["eigs"] = linalg.eigvalsh(0.5 * (w + w.T))
         if record.weights:
             out["weights"] = w
         out.update(model.observables(params, state["params0"], problem, test, hp))

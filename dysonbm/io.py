@@ -8,10 +8,16 @@ Every array has leading axes ``(point, replica)``; snapshot observables then ``s
 their own axes (``level`` for spectra). ``steps`` gives the step of each snapshot and
 ``hp_<name>`` the per-replica hyperparameters. Analysis code reads only this store, so a run
 merged from many machines is analysed like a laptop run.
+
+A shard (``dbm run --shard i/n``) is a store whose manifest has ``shard = {index, count,
+replica_ids: [lo, hi]}`` and whose arrays have one flat leading axis ``replica_id`` (ids
+``g = p·R + r`` from lo to hi − 1) in place of ``(point, replica)``; `merge` joins shards
+into the store a single run writes.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -59,6 +65,8 @@ class Results:
         return summary_table(self)
 
     def __repr__(self) -> str:
+        if "shard" in self.manifest:
+            return f"Results({self.manifest['config']['name']!r}, {_shard_text(self.manifest)})"
         shape = self.arrays["diverged"].shape
         return f"Results({self.manifest['config']['name']!r}, points={shape[0]}, replicas={shape[1]}, snapshots={len(self.steps)})"
 
@@ -101,6 +109,64 @@ def load(path: str | Path) -> Results:
     return Results(manifest, arrays, axes, path)
 
 
+class MergeError(ValueError):
+    """Shards that do not make one run: other configs, overlapping or missing replicas."""
+
+
+# manifest entries that describe how one process ran, not what was computed
+RUN_INFO = ("shard", "wall_time_s", "created", "device", "chunk_size", "chunk_slots", "versions")
+
+
+def merge(shards: list[Results]) -> Results:
+    """Join shards of one run into the results a single run gives (arrays bit-identical).
+
+    Raises `MergeError` if a store is not a shard, the shards come from different configs,
+    or their replica ids overlap or leave a gap.
+    """
+    if not shards:
+        raise MergeError("nothing to merge")
+    for r in shards:
+        if "shard" not in r.manifest:
+            raise MergeError(f"{r.path or r}: not a shard (no shard entry in its manifest)")
+    first = shards[0]
+    same = ("format", "config", "points", "steps", "seed")
+    for r in shards[1:]:
+        for key in same:
+            if r.manifest.get(key) != first.manifest.get(key):
+                raise MergeError(f"{r.path} and {first.path}: different {key}, not shards of one run")
+        if r.axes != first.axes:
+            raise MergeError(f"{r.path} and {first.path}: different arrays, not shards of one run")
+    cfg = first.manifest["config"]
+    n_points, replicas = len(first.manifest["points"]), cfg["replicas"]
+    ordered = sorted(shards, key=lambda r: tuple(r.manifest["shard"]["replica_ids"]))
+    expect = 0
+    for r in ordered:
+        lo, hi = r.manifest["shard"]["replica_ids"]
+        if lo < expect:
+            raise MergeError(f"{r.path}: replica ids {lo}..{hi - 1} overlap another shard")
+        if lo > expect:
+            raise MergeError(f"replica ids {expect}..{lo - 1} missing: no shard covers them")
+        expect = hi
+    if expect != n_points * replicas:
+        raise MergeError(f"replica ids {expect}..{n_points * replicas - 1} missing: no shard covers them")
+    arrays, axes = {}, {}
+    for name, ax in first.axes.items():
+        whole = np.concatenate([r.arrays[name] for r in ordered], axis=0)
+        arrays[name] = whole.reshape((n_points, replicas) + whole.shape[1:])
+        axes[name] = ("point", "replica") + tuple(ax[1:])
+    manifest = {k: v for k, v in first.manifest.items() if k not in ("shard", "axes")}
+    manifest["wall_time_s"] = max(r.manifest.get("wall_time_s", 0.0) for r in shards)
+    manifest["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    manifest["merged_from"] = [{k: r.manifest[k] for k in RUN_INFO if k in r.manifest} for r in ordered]
+    return Results(manifest, arrays, axes)
+
+
+def _shard_text(m: dict) -> str:
+    s = m["shard"]
+    lo, hi = s["replica_ids"]
+    return f"shard {s['index']}/{s['count']}, replica ids {lo}..{hi - 1}"
+
+
 def _json_default(obj):
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -120,6 +186,11 @@ def _fmt(x: float) -> str:
 def summary_table(results: Results) -> str:
     """One row per grid point: hyperparameters that vary, final losses (median over finite
     replicas), the divergent fraction and the mean extreme levels of the final spectrum."""
+    if "shard" in results.manifest:
+        m = results.manifest
+        return (f"{m['config']['name']}: {_shard_text(m)} of {len(m['points'])} points x "
+                f"{m['config']['replicas']} replicas, {m.get('wall_time_s', float('nan')):.1f} s on "
+                f"{m.get('device', '?')} (join the shards with `dbm merge`)")
     points = results.points
     varying = [k for k in points[0] if len({p[k] for p in points}) > 1] or ["lr", "batch_size"]
     cols = varying + ["replicas", "diverged", "test_loss", "train_loss", "grad_norm"]

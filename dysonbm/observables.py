@@ -20,6 +20,8 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from dysonbm import linalg
+
 Array = jnp.ndarray
 
 ACTIVATIONS = ("tanh", "relu", "identity")
@@ -64,8 +66,12 @@ def multilayer_loss(W, M, Z, x, y, activation: str = "tanh") -> Array:
 
 def per_sample_grads(W, M, Z, x, y, activation: str = "tanh") -> Array:
     """g_n = −∂ℓ_n/∂W = −(ŷ_n − y_n) (Z ⊙ f'(W φ0_n)) φ0_nᵀ: ``(n, K, L)``."""
+    return per_sample_grads_from_features(W, Z, input_features(M, x), y, activation)
+
+
+def per_sample_grads_from_features(W, Z, phi0, y, activation: str = "tanh") -> Array:
+    """``per_sample_grads`` from the first-layer features φ0 (n, L), as samples store them."""
     f, fprime = activation_and_derivative(activation)
-    phi0 = input_features(M, x)
     a = phi0 @ W.T
     residual = f(a) @ Z - y
     back = -residual[:, None] * Z[None, :] * fprime(a)  # (n, K)
@@ -83,17 +89,17 @@ def gradient_norm(W, M, Z, x, y, activation: str = "tanh") -> Array:
 # ---------------------------------------------------------------------------------------
 def gram_spectrum(W: Array) -> Array:
     """Eigenvalues of X = W Wᵀ in DESCENDING order (the squared singular values of W)."""
-    return jnp.linalg.eigvalsh(W @ W.T)[::-1]
+    return linalg.eigvalsh(W @ W.T)[::-1]
 
 
 def singular_values(W: Array) -> Array:
     """Singular values of W in descending order."""
-    return jnp.linalg.svd(W, compute_uv=False)
+    return linalg.svdvals(W)
 
 
 def symmetric_spectrum(W: Array) -> Array:
     """Eigenvalues of the symmetric part (W + Wᵀ)/2 of a square W, ASCENDING."""
-    return jnp.linalg.eigvalsh(0.5 * (W + W.T))
+    return linalg.eigvalsh(0.5 * (W + W.T))
 
 
 def mean_spacing(levels: Array) -> Array:
@@ -152,7 +158,7 @@ def projected_increment_moments(W: Array, g: Array) -> tuple[Array, Array, Array
     eigenvalue SDE, T Σ_j Ṽ_ij/(x_i − x_j). Both are invariant under the sign of each
     eigenvector, so the arbitrary signs returned by ``eigh`` do not matter.
     """
-    x, U = jnp.linalg.eigh(W @ W.T)
+    x, U = linalg.eigh(W @ W.T)
     x, U = x[::-1], U[:, ::-1]
     P = jnp.einsum("ai,nab,bj->nij", U, increments(W, g), U)
     drift = jnp.mean(P, axis=0)
@@ -187,7 +193,12 @@ def drift_coulomb_terms(W, M, Z, x, y, activation: str = "tanh"):
     ``projected_increment_moments``; K_t, V_t as in ``drift_coulomb_from_moments``.
     ``extra`` = {"drift": K̃ (K, K), "noise": Ṽ (K, K), "levels": x (K,) descending}.
     """
-    g = per_sample_grads(W, M, Z, x, y, activation)
+    return drift_coulomb_from_features(W, Z, input_features(M, x), y, activation)
+
+
+def drift_coulomb_from_features(W, Z, phi0, y, activation: str = "tanh"):
+    """``drift_coulomb_terms`` from the first-layer features φ0 (n, L) instead of the inputs."""
+    g = per_sample_grads_from_features(W, Z, phi0, y, activation)
     drift, noise, levels = projected_increment_moments(W, g)
     k_t, v_t = drift_coulomb_from_moments(drift, noise)
     return k_t, v_t, {"drift": drift, "noise": noise, "levels": levels}

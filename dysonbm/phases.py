@@ -47,6 +47,7 @@ def classify_observables(
     converged_ratio: float = 1e-2,
     teacher_rtol: float = 0.1,
     teacher_levels: int | None = None,
+    teacher_approach: float | None = None,
     frozen_rtol: float = 0.1,
     q_glassy: float = 0.5,
     growth_min: float = 0.0,
@@ -66,6 +67,9 @@ def classify_observables(
     2. ordered      converged: test_loss ≤ converged_ratio·loss0, and the spectrum matches
                     the teacher: max_k |x_k − x*_k| ≤ teacher_rtol·max_k x*_k over the
                     ``teacher_levels`` largest levels (all when None), both sorted descending.
+                    With ``teacher_approach`` set, the spectral test is instead that this
+                    distance has shrunk: err(t) ≤ teacher_approach·err(0) (for runs too short
+                    to reach the teacher).
     3. glassy       frozen spectrum: both extreme levels within ``frozen_rtol`` of their
                     initial values, |x_max(t)/x_max(0) − 1| ≤ frozen_rtol (same for x_min),
                     and a high overlap with the initial features, q > q_glassy.
@@ -95,7 +99,11 @@ def classify_observables(
             x_star = _descending(teacher_spectrum)
             n = x_star.shape[-1] if teacher_levels is None else teacher_levels
             err = np.max(np.abs(x_t[..., :n] - x_star[..., :n]), axis=-1)
-            matches = err <= teacher_rtol * np.max(x_star, axis=-1)
+            if teacher_approach is None:
+                matches = err <= teacher_rtol * np.max(x_star, axis=-1)
+            else:
+                err0 = np.max(np.abs(x_0[..., :n] - x_star[..., :n]), axis=-1)
+                matches = err <= teacher_approach * err0
         ordered = converged & matches
 
         frozen = (np.abs(x_t[..., 0] / x_0[..., 0] - 1.0) <= frozen_rtol) & (
@@ -267,3 +275,144 @@ def critical_temperature(T_values, fractions, level: float = 0.68):
             w = (row[i] - level) / (row[i] - row[i + 1])
             out[n] = np.exp(logT[i] + w * (logT[i + 1] - logT[i]))
     return float(out[0]) if f.ndim == 1 else out.reshape(f.shape[:-1])
+
+
+# ---------------------------------------------------------------------------------------
+# Assembly from a results store of the multilayer model
+# ---------------------------------------------------------------------------------------
+def teacher_gram(config: dict) -> np.ndarray:
+    """Eigenvalues of X* = W* W*ᵀ of the run's teacher, descending: ``(K,)``.
+
+    The teacher is not stored; it is redrawn from the config's seed exactly as the runner
+    draws the shared problem (``fold_in(key(seed), engine.PROBLEM)``).
+    """
+    import jax
+
+    from dysonbm import engine
+    from dysonbm.models import REGISTRY
+
+    params = {k: v for k, v in config["model"].items() if k != "name"}
+    model = REGISTRY[config["model"]["name"]](**params)
+    problem = model.problem(jax.random.fold_in(jax.random.key(config["seed"]), engine.PROBLEM))
+    w = np.asarray(problem["teacher"], dtype=float)
+    return _descending(np.linalg.eigvalsh(w @ w.T))
+
+
+def temperature(lr, batch_size) -> np.ndarray:
+    """T = α/|B|."""
+    return np.asarray(lr, dtype=float) / np.asarray(batch_size, dtype=float)
+
+
+def spacing_growth(mean_spacing, steps) -> np.ndarray:
+    """Per replica λ = ln(ū(t)/ū(0))/t at the last snapshot, t in steps; ``mean_spacing`` (..., S).
+
+    The phase diagram shows ⟨λ⟩, the mean over a point's finite replicas.
+    """
+    u = np.asarray(mean_spacing, dtype=float)
+    t = float(np.asarray(steps)[-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(u[..., -1] / u[..., 0]) / t
+
+
+def drift_passes(K_t, V_t, T, sigma_w, K: int, L: int, *, window: float = 0.5) -> np.ndarray:
+    """Per replica verdict of the drift criterion, from trajectories ``K_t``, ``V_t`` (..., S).
+
+    The criterion (``observables.drift_dominated``) is evaluated at every snapshot after
+    t = 0 in the last ``window`` of the run; a replica passes when it holds at a majority of
+    them, so one noisy snapshot does not flip it. ``T`` and ``sigma_w`` broadcast against (...).
+    """
+    from dysonbm.observables import drift_dominated
+
+    K_t = np.asarray(K_t, dtype=float)
+    V_t = np.asarray(V_t, dtype=float)
+    S = K_t.shape[-1]
+    first = max(1, int(round((S - 1) * (1.0 - window))))
+    T = np.asarray(T, dtype=float)[..., None]
+    sigma_w = np.asarray(sigma_w, dtype=float)[..., None]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ok = drift_dominated(K_t[..., first:], V_t[..., first:], T, sigma_w, K, L)
+    return ok.mean(axis=-1) > 0.5
+
+
+def _point_mean(values, ok):
+    """Mean over a point's valid replicas (NaN where none): (P, R) -> (P,)."""
+    values = np.where(ok, np.asarray(values, dtype=float), np.nan)
+    with np.errstate(invalid="ignore"), _quiet():
+        return np.nanmean(values, axis=1)
+
+
+def _point_median(values, ok):
+    values = np.where(ok, np.asarray(values, dtype=float), np.nan)
+    with np.errstate(invalid="ignore"), _quiet():
+        return np.nanmedian(values, axis=1)
+
+
+class _quiet:
+    """Silence numpy's 'mean of empty slice' warnings for all-divergent points."""
+
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)
+
+
+def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
+    """Per-point summary of a multilayer sweep: coordinates, observables, both classifiers.
+
+    Returns a dict of arrays with one entry per grid point ``(P,)`` unless noted:
+    ``lr, batch_size, sigma_w, T``; ``loss0, loss`` (median test loss at t = 0 and at the
+    end over finite replicas), ``q, hs, lam`` (means), ``divergent`` (fraction),
+    ``drift_fraction`` (among finite replicas), ``labels`` (P, R), ``majority``,
+    ``fractions`` ({label: (P,)}), ``passes`` (P, R), ``finite`` (P, R), ``teacher`` (K,).
+    ``thresholds`` go to `classify_trajectories`.
+    """
+    lr = results["hp_lr"][:, 0].astype(float)
+    bs = results["hp_batch_size"][:, 0].astype(float)
+    sw = results["hp_init_std"][:, 0].astype(float)
+    T_r = temperature(results["hp_lr"], results["hp_batch_size"])
+    gram = np.asarray(results["gram"], dtype=float)
+    K = gram.shape[-1]
+    L = int(results.config["model"].get("hidden", 32))
+    if teacher_spectrum is None:
+        teacher_spectrum = teacher_gram(results.config)
+    finite = ~np.asarray(results.diverged, dtype=bool)
+    finite &= np.all(np.isfinite(results["test_loss"]), axis=-1) & np.all(np.isfinite(gram), axis=(-2, -1))
+    labels = classify_trajectories(
+        results["test_loss"], gram, results["q"], teacher_spectrum, finite=finite, **thresholds
+    )
+    passes = drift_passes(results["K_t"], results["V_t"], T_r, results["hp_init_std"], K, L)
+    grid = phase_grid(labels)
+    lam = spacing_growth(results["mean_spacing"], results.steps)
+    return {
+        "lr": lr, "batch_size": bs, "sigma_w": sw, "T": lr / bs,
+        "loss0": _point_median(results["test_loss"][..., 0], finite),
+        "loss": _point_median(results["test_loss"][..., -1], finite),
+        "q": _point_mean(results["q"][..., -1], finite),
+        "hs": _point_mean(results["hs"][..., -1], finite),
+        "lam": _point_mean(lam, finite),
+        "divergent": 1.0 - finite.mean(axis=1),
+        "drift_fraction": drift_fraction(passes, valid=finite),
+        "labels": labels, "majority": grid["majority"], "fractions": grid["fractions"],
+        "passes": passes, "finite": finite, "teacher": np.asarray(teacher_spectrum, dtype=float),
+    }
+
+
+def to_grid(values, rows, cols):
+    """Arrange per-point ``values`` (P,) on the (rows × cols) grid of their coordinates.
+
+    ``rows``, ``cols`` (P,) are the coordinates of each point (e.g. T and σ_W). Returns
+    ``(row_values, col_values, grid)`` with sorted unique coordinates and NaN (or "" for
+    strings) where a combination is absent.
+    """
+    values = np.asarray(values)
+    r_u, c_u = np.unique(rows), np.unique(cols)
+    fill = "" if values.dtype.kind in "US" else np.nan
+    grid = np.full((r_u.size, c_u.size), fill, dtype=values.dtype if values.dtype.kind in "US" else float)
+    for v, r, c in zip(values, rows, cols):
+        grid[np.searchsorted(r_u, r), np.searchsorted(c_u, c)] = v
+    return r_u, c_u, grid

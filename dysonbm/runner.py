@@ -1,16 +1,54 @@
-"""Chunks of replicas × segments of steps, sharded over devices, with progress on the host.
+"""Chunks of replicas × segments of steps, sharded over devices, checkpointed, resumable.
 
-The grid's P points × R replicas are flattened to global replica ids ``g = p·R + r``. They run
-in chunks of a fixed size (the last one padded with copies, which are discarded), each chunk
-as one jitted program whose replica axis is sharded over the devices. Between segments the
-host collects the snapshots and reports progress; nothing crosses to the host inside a scan.
+The grid's P points × R replicas are flattened to global replica ids ``g = p·R + r``. A run
+covers a contiguous range of ids (all of them, or one shard ``i/n``), in chunks of a fixed
+size (the last one padded with copies, which are discarded), each chunk one jitted program
+whose replica axis is split over the local devices by ``shard_map``. Between segments the
+host collects the snapshots, reports progress and writes a checkpoint; nothing crosses to
+the host inside a scan. No number depends on the chunk size, the device count, the shard or
+an interruption: each replica's key is ``fold_in(root, g)``.
+
+Devices. On CPU each XLA device is one core's worth of work, and XLA exposes a single host
+device unless told otherwise before jax is imported. The ``dbm`` command does this for you
+(one device per core); from Python, call ``dysonbm.cli.configure_host_devices()`` before the
+first ``import jax`` (or set ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>``).
+
+Memory per replica (`Plan.footprint`, printed by ``dbm run --dry-run``):
+
+    device  = 2 × (state + replica data + one batch + broadcast problem/test set
+                   + observables of one segment and of t = 0 + hyperparameters)
+    results = snapshots × observables + hyperparameters + 5 bytes (diverged, diverge_step)
+
+The factor 2 is headroom for XLA's temporaries (gradients, the scan carry being rebuilt).
+With ``run.chunk_size = 0`` the chunk is the largest that fits a budget: half of the
+devices' free memory where the backend reports it, else 2 GiB (CPU). The host holds the
+results of the whole run (``results`` × replicas), which is also the size written to disk.
+
+Many machines. ``shard=(i, n)`` runs the i-th of n contiguous ranges of replica ids (whole
+grid points when n ≤ P) into a directory of its own; `io.merge` joins them. A job spanning
+hosts (`run_distributed`, after ``jax.distributed.initialize``) gives each process the shard
+of its process index on its own local devices and lets process 0 merge the parts. Replicas
+never communicate, so a global mesh would buy nothing but cross-host synchronisation at
+every segment, and a slow or lost host would stall all others; independent parts also
+checkpoint and resume one by one. The parts meet on a filesystem all processes see.
+
+Checkpoints (``DIR/checkpoint/``): ``chunk-<c>.npz`` with the results of each finished
+chunk, and ``position.npz`` with the position (chunk, segments done), the state of the
+current chunk and its snapshots so far. Both carry a hash of the resolved config and of
+what fixes the layout of the numbers (chunk, slots, segment length, id range, versions); a
+checkpoint whose hash differs, or that cannot be read, is refused (`CheckpointError`).
+Files are written to a temporary name and moved into place with ``os.replace``.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import math
+import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +60,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dysonbm import engine, io
 from dysonbm.config import Config, build_model, grid_points, hyper_names
+
+CPU_BUDGET = 2 << 30  # bytes for a chunk when the backend reports no memory limit
+DEVICE_FRACTION = 0.5  # of the free device memory
+HEADROOM = 2  # device bytes per replica = HEADROOM × the arrays we can count
+CHECKPOINT = "checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, or written by another config."""
 
 
 class Progress:
@@ -73,10 +120,53 @@ def _segment_snapshots(n_intervals: int, requested: int) -> int:
     return min((d for d in range(1, n_intervals + 1) if n_intervals % d == 0), key=lambda d: (abs(d - target), d))
 
 
-class Plan:
-    """Everything a run needs that follows from its config: model, grid, shared data, sharding."""
+def shard_range(n_points: int, replicas: int, index: int, count: int) -> tuple[int, int]:
+    """Replica ids ``[lo, hi)`` of shard ``index`` of ``count``: contiguous, whole grid points
+    when there are at least as many points as shards, else an even split of the ids."""
+    if not 0 <= index < count:
+        raise ValueError(f"--shard = {index}/{count}: need 0 <= i < n")
+    total = n_points * replicas
+    if count > total:
+        raise ValueError(f"--shard = {index}/{count}: more shards than the {total} replicas")
+    if count <= n_points:
+        return (index * n_points // count) * replicas, ((index + 1) * n_points // count) * replicas
+    return index * total // count, (index + 1) * total // count
 
-    def __init__(self, cfg: Config, devices: int | None = None, chunk_size: int | None = None):
+
+def _nbytes(tree) -> int:
+    """Bytes of a pytree of arrays or shape structs (typed keys counted as their key data)."""
+    total = 0
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.eval_shape(jax.random.key_data, leaf)
+        total += math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+    return total
+
+
+def device_budget(devices) -> tuple[int, str]:
+    """Bytes a chunk may use on ``devices`` together, and where the figure comes from."""
+    free = []
+    for d in devices:
+        try:
+            stats = d.memory_stats()
+        except Exception:  # noqa: BLE001 - backends without memory stats raise or return None
+            stats = None
+        if not stats or "bytes_limit" not in stats:
+            return CPU_BUDGET, f"{CPU_BUDGET / 2**30:.0f} GiB default (no memory limit reported)"
+        free.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return int(DEVICE_FRACTION * sum(free)), f"{DEVICE_FRACTION:.0%} of free device memory"
+
+
+class Plan:
+    """Everything a run needs that follows from its config: model, grid, shared data, sharding.
+
+    ``shard=(i, n)`` restricts the run to shard i of n (see `shard_range`); ``chunk_size``
+    overrides ``run.chunk_size``, where 0 picks the largest chunk that fits ``memory_budget``
+    bytes (default: see `device_budget`).
+    """
+
+    def __init__(self, cfg: Config, devices: int | None = None, chunk_size: int | None = None,
+                 shard: tuple[int, int] | None = None, memory_budget: int | None = None):
         if cfg.run.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         self.cfg = cfg
@@ -84,6 +174,9 @@ class Plan:
         self.points = grid_points(cfg, model)
         self.n_points, self.replicas = len(self.points), cfg.replicas
         self.total = self.n_points * self.replicas
+        self.shard = shard
+        self.lo, self.hi = shard_range(self.n_points, self.replicas, *shard) if shard else (0, self.total)
+        self.n_ids = self.hi - self.lo
         self.max_batch = max(int(p["batch_size"]) for p in self.points)
         if "chains" in getattr(model, "__dataclass_fields__", {}):
             model = model.replace(chains=self.max_batch)  # persistent chains padded like batches
@@ -92,23 +185,19 @@ class Plan:
         self.layout = engine.DataLayout.from_config(cfg, self.max_batch)
         self.sim = engine.make_sim(model, cfg, self.layout)
 
-        n_dev = devices or cfg.run.devices or len(jax.devices())
-        all_devices = jax.devices()
+        # local devices: in a multi-process job each process runs its own shard (see module doc)
+        all_devices = jax.local_devices()
+        n_dev = devices or cfg.run.devices or len(all_devices)
         if n_dev > len(all_devices):
             raise ValueError(f"run.devices = {n_dev}: only {len(all_devices)} available")
         self.devices = all_devices[:n_dev]
         self.mesh = Mesh(np.array(self.devices), ("replica",))
         self.batched = NamedSharding(self.mesh, PartitionSpec("replica"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
-        self.chunk = min(chunk_size or cfg.run.chunk_size or self.total, self.total)  # real replicas
-        self.n_chunks = math.ceil(self.total / self.chunk)
-        # slots per chunk: a multiple of the devices and at least two per device (padding):
-        # XLA compiles a replica axis of length one as an unbatched program, whose last bits
-        # can differ from the batched one
-        self.slots = max(2, math.ceil(self.chunk / n_dev)) * n_dev
 
         self.n_intervals = cfg.steps // cfg.snapshot_every
         self.seg = _segment_snapshots(self.n_intervals, cfg.run.segment_snapshots)
+        self.n_segments = self.n_intervals // self.seg
         self.steps = np.arange(self.n_intervals + 1) * cfg.snapshot_every
 
         self.hp = {}
@@ -131,25 +220,73 @@ class Plan:
             )(jnp.arange(self.n_points))
         self.shared = shared
 
+        self.budget, self.budget_source = (memory_budget, "given") if memory_budget else device_budget(self.devices)
+        self.footprint = self._footprint()
+        requested = chunk_size or cfg.run.chunk_size
+        self.auto_chunk = not requested
+        self.chunk = min(requested or self._fitting_chunk(), self.n_ids)  # real replicas
+        self.n_chunks = math.ceil(self.n_ids / self.chunk)
+        # slots per chunk: a multiple of the devices and at least two per device (padding):
+        # XLA compiles a replica axis of length one as an unbatched program, whose last bits
+        # can differ from the batched one
+        self.slots = max(2, math.ceil(self.chunk / n_dev)) * n_dev
+
         # shard_map runs the vmapped program on each device's slice of replicas with no
         # communication; letting the partitioner propagate shardings instead would gather
         # around the unpartitionable eigensolver calls at every snapshot.
         rep, none = PartitionSpec("replica"), PartitionSpec()
         shared_specs = {k: (rep if a == 0 else none) for k, a in engine.shared_axes(self.shared).items()}
-        data_spec = rep if self.sim.batched_data else none
+        self._specs = (rep, none, shared_specs, rep if self.sim.batched_data else none)
         self.init = jax.jit(jax.shard_map(
             engine.init_fn(self.sim), mesh=self.mesh,
             in_specs=(rep, rep, shared_specs, rep), out_specs=rep, check_vma=False,
         ))
-        self.segment = jax.jit(jax.shard_map(
-            engine.segment_fn(self.sim, cfg.snapshot_every, self.seg, cfg.run.unroll), mesh=self.mesh,
+        self.segment = self.segment_program(cfg.snapshot_every, self.seg)
+
+    def segment_program(self, every: int, snapshots: int):
+        """The jitted, sharded ``run_segment`` for ``snapshots`` intervals of ``every`` steps."""
+        rep, none, shared_specs, data_spec = self._specs
+        return jax.jit(jax.shard_map(
+            engine.segment_fn(self.sim, every, snapshots, self.cfg.run.unroll), mesh=self.mesh,
             in_specs=(rep, rep, data_spec, shared_specs, none), out_specs=rep, check_vma=False,
         ), donate_argnums=(0,))
 
+    def _footprint(self) -> dict:
+        """Bytes per replica of what the program holds (shapes only, nothing is computed)."""
+        sim, shared = self.sim, self.shared
+        hp0 = {k: jnp.asarray(v[0]) for k, v in self.hp.items()}
+        key0 = jax.random.fold_in(self.replica_root, 0)
+
+        def one(key, hp, point):
+            state, data = sim.init(key, hp, shared, point)
+            return state, data, sim.observe(state, hp, data, shared)
+
+        state, data, obs = jax.eval_shape(one, key0, hp0, jnp.int32(0))
+        self.obs_shapes = {k: (v.shape, np.dtype(v.dtype)) for k, v in obs.items()}
+        batch = jax.eval_shape(lambda k: engine.draw_samples(self.model, k, shared["problem"], self.max_batch), key0)
+        axes = engine.shared_axes(shared)
+        sizes = {
+            "state": _nbytes(state),
+            "data": _nbytes(data),
+            "batch": _nbytes(batch) if self.model.uses_data else 0,
+            "shared (broadcast)": sum(_nbytes(v) for k, v in shared.items() if axes[k] == 0),
+            "snapshots (segment)": (self.seg + 1) * _nbytes(obs),
+            "hyperparameters": _nbytes(hp0) + 4 + _nbytes(key0),
+        }
+        device = HEADROOM * sum(sizes.values())
+        results = (self.n_intervals + 1) * _nbytes(obs) + sum(v.itemsize for v in self.hp.values()) + 1 + 4
+        unbatched = sum(_nbytes(v) for k, v in shared.items() if axes[k] is None)
+        return {"device": device, "results": results, "parts": sizes, "unbatched": unbatched}
+
+    def _fitting_chunk(self) -> int:
+        n_dev = len(self.devices)
+        fit = max(1, (self.budget - self.footprint["unbatched"] * n_dev) // self.footprint["device"])
+        return max(n_dev, fit // n_dev * n_dev) if fit >= n_dev else fit
+
     def chunk_inputs(self, c: int):
         """Keys, hyperparameters and grid points of chunk ``c`` (padded with its last replica)."""
-        start = c * self.chunk
-        stop = min(start + self.chunk, self.total)
+        start = self.lo + c * self.chunk
+        stop = min(start + self.chunk, self.hi)
         ids = np.minimum(np.arange(start, start + self.slots), stop - 1)
         keys = jax.vmap(lambda i: jax.random.fold_in(self.replica_root, i))(jnp.asarray(ids))
         hp = {k: v[ids] for k, v in self.hp.items()}
@@ -167,52 +304,175 @@ class Plan:
                 shared[name] = jax.device_put(value, self.replicated)
         return shared
 
+    def fingerprint(self) -> str:
+        """Hash of what fixes the numbers and their layout in a checkpoint."""
+        from dysonbm import __version__
 
-def execute(plan: Plan, progress: bool = True) -> io.Results:
-    """Run every chunk and return the results (not yet written)."""
+        cfg = self.cfg.to_dict()
+        cfg["run"] = {k: v for k, v in cfg["run"].items() if k not in ("devices", "chunk_size")}
+        key = {
+            "config": cfg, "points": self.points, "ids": [self.lo, self.hi], "chunk": self.chunk,
+            "slots": self.slots, "segment": self.seg, "dysonbm": __version__, "jax": jax.__version__,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoints
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    """``np.savez`` to a temporary file, then ``os.replace``: a reader sees old or new, whole."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_npz(path: Path, fingerprint: str) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except Exception as err:  # noqa: BLE001 - any unreadable file is refused the same way
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}); remove it or rerun with --overwrite") from None
+    if meta.get("fingerprint") != fingerprint:
+        raise CheckpointError(f"checkpoint {path.parent} was written by another config or layout; "
+                              "rerun with the same config and chunk size, or with --overwrite")
+    return {"meta": meta, **arrays}
+
+
+def _meta(fingerprint: str, **fields) -> np.ndarray:
+    return np.asarray(json.dumps({"fingerprint": fingerprint, **fields}))
+
+
+def _state_to_host(state) -> dict:
+    leaves = jax.tree_util.tree_leaves(jax.device_get(state))
+    out = {}
+    for i, leaf in enumerate(leaves):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out[f"state_{i}"] = np.asarray(leaf)
+    return out
+
+
+def _state_from_host(template, arrays: dict, sharding):
+    """The saved leaves in the structure of ``template`` (a fresh init of the same chunk)."""
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    if len([k for k in arrays if k.startswith("state_")]) != len(leaves):
+        raise CheckpointError("checkpoint state does not match the program's state; rerun with --overwrite")
+    out = []
+    for i, like in enumerate(leaves):
+        saved = arrays[f"state_{i}"]
+        if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+            value = jax.random.wrap_key_data(jax.device_put(saved, sharding), impl=jax.random.key_impl(like))
+        else:
+            if saved.shape != like.shape or saved.dtype != like.dtype:
+                raise CheckpointError("checkpoint state does not match the program's state; rerun with --overwrite")
+            value = jax.device_put(saved, sharding)
+        out.append(value)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+# ---------------------------------------------------------------------------------------
+# running
+
+def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = None,
+            resume: bool = False) -> io.Results:
+    """Run every chunk and return the results (not yet written).
+
+    With ``checkpoint`` (a folder) the position is saved after every segment; with ``resume``
+    the run continues from what is there (refused if it belongs to another config).
+    """
     cfg = plan.cfg
     t_start = time.perf_counter()
-    meter = Progress(plan.total * cfg.steps, progress)
-    collected: dict[str, np.ndarray] = {}
-    diverged = np.zeros(plan.total, bool)
-    diverge_step = np.full(plan.total, -1, np.int32)
     n_snap = plan.n_intervals + 1
-    shared = plan.chunk_shared()
+    collected = {name: np.empty((plan.n_ids, n_snap) + shape, dtype) for name, (shape, dtype) in plan.obs_shapes.items()}
+    diverged = np.zeros(plan.n_ids, bool)
+    diverge_step = np.full(plan.n_ids, -1, np.int32)
+    ck = Path(checkpoint) if checkpoint is not None else None
+    fp = plan.fingerprint()
+    first_chunk, first_seg, saved, wall_before = 0, 0, None, 0.0
 
-    def store(name, rows, values, snapshots):
-        values = np.asarray(values)[: len(rows)]  # drop the padding
-        if name not in collected:
-            collected[name] = np.empty((plan.total, n_snap) + values.shape[2:], values.dtype)
-        collected[name][rows, snapshots] = values
+    def rows_of(c):
+        start = c * plan.chunk
+        return np.arange(start, min(start + plan.chunk, plan.n_ids))
 
-    for c in range(plan.n_chunks):
+    if ck is not None and resume and (ck / "position.npz").exists():
+        saved = _read_npz(ck / "position.npz", fp)
+        first_chunk, first_seg = saved["meta"]["chunk"], saved["meta"]["segments"]
+        wall_before = saved["meta"]["wall"]
+        for c in range(first_chunk):
+            done = _read_npz(ck / f"chunk-{c:05d}.npz", fp)
+            rows = rows_of(c)
+            for name in collected:
+                collected[name][rows] = done[f"obs_{name}"]
+            diverged[rows], diverge_step[rows] = done["diverged"], done["diverge_step"]
+        if first_seg:
+            rows = rows_of(first_chunk)
+            upto = 1 + first_seg * plan.seg
+            for name in collected:
+                collected[name][rows, :upto] = saved[f"obs_{name}"]
+    elif ck is not None:
+        shutil.rmtree(ck, ignore_errors=True)
+    if ck is not None:
+        ck.mkdir(parents=True, exist_ok=True)
+
+    meter = Progress(plan.n_ids * cfg.steps, progress)
+    shared = plan.chunk_shared() if first_chunk < plan.n_chunks else None
+    for c in range(first_chunk, plan.n_chunks):
         ids, keys, hp, points = plan.chunk_inputs(c)
-        n_real = min(plan.chunk, plan.total - c * plan.chunk)
-        rows = ids[:n_real]
+        rows = rows_of(c)
+        n_real = len(rows)
         state, data, obs0 = plan.init(keys, hp, shared, points)
-        for name, value in obs0.items():
-            store(name, rows, np.asarray(value)[:, None], slice(0, 1))
-        for s in range(plan.n_intervals // plan.seg):
+        s0 = 0
+        if c == first_chunk and first_seg:
+            state, s0 = _state_from_host(state, saved, plan.batched), first_seg
+        else:
+            for name, value in obs0.items():
+                collected[name][rows, 0] = np.asarray(value)[:n_real]
+        for s in range(s0, plan.n_segments):
             t0 = s * plan.seg * cfg.snapshot_every
             state, obs = plan.segment(state, hp, data, shared, jnp.int32(t0))
             first = 1 + s * plan.seg
             for name, value in obs.items():
-                store(name, rows, value, slice(first, first + plan.seg))
+                collected[name][rows, first:first + plan.seg] = np.asarray(value)[:n_real]
             t_end = t0 + plan.seg * cfg.snapshot_every
             meter.update(c * plan.chunk * cfg.steps + n_real * t_end, f"chunk {c + 1}/{plan.n_chunks} step {t_end}/{cfg.steps}")
+            if ck is not None and s + 1 < plan.n_segments:
+                wall = wall_before + time.perf_counter() - t_start
+                upto = first + plan.seg
+                _write_npz(ck / "position.npz", {
+                    "meta": _meta(fp, chunk=c, segments=s + 1, wall=wall),
+                    **{f"obs_{k}": v[rows, :upto] for k, v in collected.items()},
+                    **_state_to_host(state),
+                })
         flag, step = engine.outcome(state)
         diverged[rows] = np.asarray(flag)[:n_real]
         diverge_step[rows] = np.asarray(step)[:n_real]
+        if ck is not None:
+            _write_npz(ck / f"chunk-{c:05d}.npz", {
+                "meta": _meta(fp, chunk=c), "diverged": diverged[rows], "diverge_step": diverge_step[rows],
+                **{f"obs_{k}": v[rows] for k, v in collected.items()},
+            })
+            wall = wall_before + time.perf_counter() - t_start
+            _write_npz(ck / "position.npz", {"meta": _meta(fp, chunk=c + 1, segments=0, wall=wall)})
     meter.close()
-    wall = time.perf_counter() - t_start
+    wall = wall_before + time.perf_counter() - t_start
+    return _results(plan, collected, diverged, diverge_step, wall)
 
-    shape = (plan.n_points, plan.replicas)
+
+def _results(plan: Plan, collected, diverged, diverge_step, wall) -> io.Results:
+    """Arrays with leading axes (point, replica); a shard keeps the flat ``replica_id`` axis."""
+    lead = ("replica_id",) if plan.shard else ("point", "replica")
+    shape = (plan.n_ids,) if plan.shard else (plan.n_points, plan.replicas)
     arrays = {name: v.reshape(shape + v.shape[1:]) for name, v in collected.items()}
-    axes = {name: ("point", "replica", "snapshot") + tuple(plan.sim.axes.get(name, ())) for name in arrays}
-    arrays["diverged"], axes["diverged"] = diverged.reshape(shape), ("point", "replica")
-    arrays["diverge_step"], axes["diverge_step"] = diverge_step.reshape(shape), ("point", "replica")
+    axes = {name: lead + ("snapshot",) + tuple(plan.sim.axes.get(name, ())) for name in arrays}
+    arrays["diverged"], axes["diverged"] = diverged.reshape(shape), lead
+    arrays["diverge_step"], axes["diverge_step"] = diverge_step.reshape(shape), lead
     for name, values in plan.hp.items():
-        arrays[f"hp_{name}"], axes[f"hp_{name}"] = values.reshape(shape), ("point", "replica")
+        arrays[f"hp_{name}"], axes[f"hp_{name}"] = values[plan.lo:plan.hi].reshape(shape), lead
     return io.Results(manifest(plan, wall), arrays, axes)
 
 
@@ -222,7 +482,7 @@ def manifest(plan: Plan, wall: float) -> dict:
     from dysonbm import __version__
 
     dev = plan.devices[0]
-    return {
+    out = {
         "format": 1,
         "config": plan.cfg.to_dict(),
         "points": plan.points,
@@ -239,16 +499,153 @@ def manifest(plan: Plan, wall: float) -> dict:
         "wall_time_s": wall,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if plan.shard:
+        out["shard"] = {"index": plan.shard[0], "count": plan.shard[1], "replica_ids": [plan.lo, plan.hi]}
+    return out
+
+
+def state_of(out: str | Path) -> str:
+    """``missing``, ``complete`` (results, no checkpoint), ``checkpoint``, or ``other``."""
+    out = Path(out)
+    if not out.exists():
+        return "missing"
+    if (out / CHECKPOINT / "position.npz").exists():
+        return "checkpoint"
+    if (out / "manifest.json").exists():
+        return "complete"
+    return "other"
 
 
 def run(cfg: Config, out: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-        devices: int | None = None, chunk_size: int | None = None) -> io.Results:
-    """Run ``cfg``; write the results to ``out`` when given (refused if it exists, unless
-    ``overwrite``)."""
-    if out is not None and Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{out} exists (use --overwrite)")
-    plan = Plan(cfg, devices=devices, chunk_size=chunk_size)
-    results = execute(plan, progress=progress)
+        devices: int | None = None, chunk_size: int | None = None, shard: tuple[int, int] | None = None,
+        resume: bool = False, checkpoint: bool = True, memory_budget: int | None = None) -> io.Results:
+    """Run ``cfg``; write the results to ``out`` when given.
+
+    An existing ``out`` is refused unless ``overwrite`` (start afresh) or ``resume``: continue
+    from its checkpoint, or return its results if they are complete. With ``out`` and
+    ``checkpoint``, a checkpoint is kept in ``out/checkpoint`` while running and removed with
+    the final, atomic save.
+    """
     if out is not None:
-        io.save(results, out, overwrite=overwrite)
+        out = Path(out)
+        status = state_of(out)
+        if resume and status == "complete":
+            return io.load(out)
+        if status != "missing" and not (overwrite or resume):
+            raise FileExistsError(f"{out} exists (use --overwrite or --resume)")
+    plan = Plan(cfg, devices=devices, chunk_size=chunk_size, shard=shard, memory_budget=memory_budget)
+    ck = out / CHECKPOINT if (out is not None and checkpoint) else None
+    if ck is not None and not resume:
+        shutil.rmtree(ck, ignore_errors=True)
+    results = execute(plan, progress=progress, checkpoint=ck, resume=resume)
+    if out is not None:
+        # replaces the folder (and with it the checkpoint) in one rename
+        io.save(results, out, overwrite=True)
     return results
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return ""
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.3g} s" if s < 60 else _duration(s)
+
+
+def calibrate(plan: Plan, steps: int = 300) -> dict:
+    """Seconds per chunk-step of the first chunk, from about ``steps`` steps after a compile.
+
+    Uses the run's own segment program when a segment is short (its compile is then reused
+    by the run, also through the persistent cache), else one of the run's snapshot interval
+    capped at ``steps``, so the share of time spent in snapshots is the run's or larger.
+    """
+    cfg = plan.cfg
+    if plan.seg * cfg.snapshot_every <= 4 * steps:
+        every, snaps, program = cfg.snapshot_every, plan.seg, plan.segment
+    else:
+        every = min(cfg.snapshot_every, steps)
+        snaps = max(1, steps // every)
+        program = plan.segment_program(every, snaps)
+    _, keys, hp, points = plan.chunk_inputs(0)
+    shared = plan.chunk_shared()
+    t0 = time.perf_counter()
+    state, data, _ = plan.init(keys, hp, shared, points)
+    state, obs = program(state, hp, data, shared, jnp.int32(0))
+    jax.block_until_ready((state, obs))
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, obs = program(state, hp, data, shared, jnp.int32(every * snaps))
+    jax.block_until_ready((state, obs))
+    per_step = (time.perf_counter() - t0) / (every * snaps)
+    return {"compile_s": compile_s, "per_chunk_step_s": per_step, "steps": every * snaps}
+
+
+def dry_run(plan: Plan, calibration: bool = True) -> str:
+    """What a run of ``plan`` would take: grid, memory, chunks and (calibrated) wall time."""
+    cfg, fp = plan.cfg, plan.footprint
+    ids = f"replica ids {plan.lo}..{plan.hi - 1} ({plan.n_ids} of {plan.total})" if plan.shard else f"{plan.total} replicas"
+    lines = [
+        f"{cfg.name}: {plan.n_points} grid points x {plan.replicas} replicas = {plan.total} replicas"
+        + (f"; shard {plan.shard[0]}/{plan.shard[1]}: {ids}" if plan.shard else ""),
+        f"  steps {cfg.steps}, snapshots {plan.n_intervals + 1}, replica-steps {plan.n_ids * cfg.steps:.4g}",
+        f"  memory per replica: device {_bytes(fp['device'])} (x{HEADROOM} headroom over "
+        + ", ".join(f"{k} {_bytes(v)}" for k, v in fp["parts"].items()) + f"), results {_bytes(fp['results'])}",
+        f"  memory total: device {_bytes(fp['device'] * plan.slots + fp['unbatched'] * len(plan.devices))} per chunk, "
+        f"results {_bytes(fp['results'] * plan.n_ids)} (host and disk)",
+        f"  chunks: {plan.n_chunks} x {plan.chunk} replicas ({plan.slots} slots) on {len(plan.devices)} x "
+        f"{plan.devices[0].platform}" + (f", chunk chosen for a budget of {_bytes(plan.budget)} ({plan.budget_source})"
+                                          if plan.auto_chunk else ""),
+        f"  segments: {plan.n_segments} per chunk of {plan.seg * cfg.snapshot_every} steps",
+    ]
+    if calibration:
+        cal = calibrate(plan)
+        per_chunk = cal["per_chunk_step_s"] * cfg.steps
+        lines.append(f"  estimated wall time: {_seconds(per_chunk * plan.n_chunks)} "
+                     f"({_seconds(per_chunk)} per chunk; from {cal['steps']} calibration steps, "
+                     f"compile {cal['compile_s']:.1f} s not included)")
+    return "\n".join(lines)
+
+
+def run_distributed(cfg: Config, out: str | Path, process_id: int, num_processes: int, wait_s: float = 1.0,
+                    **kwargs) -> io.Results | None:
+    """One process of a multi-process job: shard ``process_id`` of ``num_processes`` into
+    ``out/part-<i>``; process 0 then waits for every part and merges them into ``out``.
+
+    Call after ``jax.distributed.initialize``; ``out`` must be on a filesystem all processes
+    see. Returns the merged results on process 0, this process's part elsewhere.
+    """
+    out = Path(out)
+    if state_of(out) == "complete":
+        if kwargs.get("resume"):
+            return io.load(out)
+        if not kwargs.get("overwrite"):
+            raise FileExistsError(f"{out} exists (use --overwrite or --resume)")
+    part = run(cfg, out / f"part-{process_id}", shard=(process_id, num_processes), **kwargs)
+    if process_id != 0:
+        return part
+    parts = [out / f"part-{i}" for i in range(num_processes)]
+    like = json.loads((parts[0] / "manifest.json").read_text())  # as stored: JSON lists, not tuples
+    while True:
+        ready = [p for p in parts if _is_part_of(p, like, num_processes)]
+        if len(ready) == num_processes:
+            break
+        time.sleep(wait_s)
+    merged = io.merge([io.load(p) for p in parts])
+    io.save(merged, out, overwrite=True)
+    return merged
+
+
+def _is_part_of(path: Path, like: dict, count: int) -> bool:
+    """A finished part of the same job (a stale part of another config is waited over)."""
+    if state_of(path) != "complete":
+        return False
+    try:
+        m = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("config") == like["config"] and m.get("shard", {}).get("count") == count
+

@@ -2,6 +2,8 @@
 
 Statistical tests use fixed keys and tolerances derived from the estimator's standard
 error (5σ) or KS tests with Bonferroni-corrected thresholds. Heavy checks are marked slow.
+Tests share process configurations (and replica counts) so that compiled programs are
+reused: `simulate` compiles once per (process, replicas, snapshots).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from scipy import special, stats
 from dysonbm import dyson as dy
 
 KEY = jax.random.key(20240611)
+R_CMP = 3000  # replicas of the level-by-level comparisons
 
 
 # --------------------------------------------------------------------------------------
@@ -63,9 +66,18 @@ def run(process, hp, n_replicas, n_steps, save_every=None, key=KEY):
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+def hermite(n, beta, scale, count, seed):
+    keys = jax.random.split(jax.random.key(seed), count)
+    return np.asarray(jax.vmap(lambda k: dy.sample_hermite(k, n, beta, scale))(keys), dtype=np.float64)
+
+
+def laguerre(m, n, beta, scale2, count, seed):
+    keys = jax.random.split(jax.random.key(seed), count)
+    return np.asarray(jax.vmap(lambda k: dy.sample_laguerre(k, m, n, beta, scale2))(keys), dtype=np.float64)
+
+
 def assert_ordered(out):
-    lv = out["levels"]
-    assert np.isfinite(lv).all()
+    assert np.isfinite(out["levels"]).all()
     assert np.isfinite(out["min_gap"]).all() and out["min_gap"].min() > 0
 
 
@@ -77,70 +89,68 @@ def levelwise_ks(a, b, alpha=0.01):
     return p
 
 
+DBM8 = dy.DysonBM(8, start="zero")  # U = γλ²/2, from the degenerate start
+DBM64 = dy.DysonBM(64, start="zero")
+WISHART = {(8, 8): dy.WishartProcess(8, 8), (12, 8): dy.WishartProcess(12, 8)}
+
+
 # --------------------------------------------------------------------------------------
 # diffusion of the free levels
 # --------------------------------------------------------------------------------------
 def test_free_levels_diffuse_with_2Dt():
     """Free DBM, N = 2: the centre of mass (λ1+λ2)/2 is a free Brownian motion (the repulsion
     cancels in the sum), variance 2Dt/N = Dt; and E Σλ² = Σλ0² + (2β + 4) D t exactly
-    (d Σλ² = 2Σλ dλ + 4D dt, Σ_i λ_i Σ_j 1/(λ_i − λ_j) = 1), which the scheme also keeps
-    exactly for a pair. R is sized so that 5 standard errors of the variance are < 1 %."""
-    n, D, dt, steps = 2, 0.7, 0.02, 10
+    (d Σλ² = 2Σλ dλ + 4D dt, Σ_i λ_i Σ_j 1/(λ_i − λ_j) = 1), which the scheme keeps exactly
+    for a pair. R is sized so that 5 standard errors of the variance are < 1 %."""
+    n, D, dt, steps = 2, 0.7, 0.1, 2
     t = dt * steps
     R = 2**19
     rel_se = math.sqrt(2.0 / (R - 1))
     assert 5 * rel_se < 0.01
     p = dy.DysonBM(n, potential="free", start="given", initial_levels=(-0.3, 0.3))
-    out = run(p, {"D": D, "dt": dt}, R, steps)
-    lv = out["levels"][:, -1]
-    com = lv.mean(axis=1)
-    var = com.var(ddof=1)
+    lv = run(p, {"D": D, "dt": dt}, R, steps)["levels"][:, -1]
+    var = lv.mean(axis=1).var(ddof=1)
     assert abs(var / (2 * D * t / n) - 1) < 5 * rel_se
     m = (lv**2).sum(axis=1)
-    expected = 0.18 + (2 * 1.0 + 4) * D * t
-    assert abs(m.mean() - expected) < 5 * m.std() / math.sqrt(R)
+    assert abs(m.mean() - (0.18 + (2 * 1.0 + 4) * D * t)) < 5 * m.std() / math.sqrt(R)
 
 
 # --------------------------------------------------------------------------------------
 # stationary law: semicircle, surmise, ratio
 # --------------------------------------------------------------------------------------
 def test_stationary_semicircle_and_surmise_n64():
-    """N = 64, β = 1, U = γλ²/2, from the degenerate start: levels stay ordered and the
-    pooled density is the semicircle of radius sqrt(2βND/γ); bulk spacings follow the β = 1
-    surmise and ⟨r⟩ the GOE value."""
+    """N = 64, β = 1, U = γλ²/2, from the degenerate start, at the recommended dt: levels stay
+    ordered, the pooled density is the semicircle of radius sqrt(2βND/γ), bulk spacings
+    follow the β = 1 surmise and ⟨r⟩ the GOE value."""
     n, D, gamma, beta = 64, 1.3, 0.8, 1.0
-    dt = dy.recommended_dt(n, D, gamma, beta)
-    steps_per_unit = round(1.0 / dt)
-    p = dy.DysonBM(n, start="zero")
-    out = run(p, {"D": D, "gamma": gamma, "dt": 1.0 / steps_per_unit}, 96, 6 * steps_per_unit, steps_per_unit)
+    per_unit = round(1.0 / dy.recommended_dt(n, D, gamma, beta))
+    out = run(DBM64, {"D": D, "gamma": gamma, "dt": 1.0 / per_unit}, 96, 6 * per_unit, per_unit)
     assert_ordered(out)
     lv = out["levels"][:, 3:]  # t = 4, 5, 6 (γt ≥ 3.2): stationary
     radius = math.sqrt(2 * beta * n * D / gamma)
-    # finite-N (N = 64) deviation of the exact law from the semicircle is 0.0034 in KS distance
-    d = stats.kstest(lv.ravel(), lambda x: semicircle_cdf(x, radius)).statistic
-    assert d < 0.01, d
-    # a radius off by 5 % would fail
+    # finite-N (N = 64) deviation of the exact law from the semicircle: 0.0034 in KS distance
+    assert stats.kstest(lv.ravel(), lambda x: semicircle_cdf(x, radius)).statistic < 0.01
+    # a radius off by 5 % fails
     assert stats.kstest(lv.ravel(), lambda x: semicircle_cdf(x, 1.05 * radius)).statistic > 0.01
     s = bulk_spacings(lv, radius)
     ds = stats.kstest(s, lambda x: surmise_cdf(x, 1)).statistic
-    assert ds < 0.025, ds  # surmise vs exact GOE: 0.009
+    assert ds < 0.02, ds  # surmise vs exact GOE at N = 64: 0.009
     assert stats.kstest(s, lambda x: surmise_cdf(x, 2)).statistic > 0.05
     r = mean_ratio(lv[..., n // 4 : 3 * n // 4])
     assert abs(r - 0.5307) < 0.012, r  # 5σ for 288 spectra of 32 bulk levels
 
 
 def test_stationary_matches_exact_coulomb_gas():
-    """N = 16, β = 1.5 (a non-classical β): each ordered level of the stationary scheme
-    agrees with exact draws of the Coulomb gas (Dumitriu–Edelman β-Hermite)."""
+    """N = 16, β = 1.5 (a non-classical β): each ordered level of the scheme, started from
+    the stationary law and run for 4 relaxation times (γt = 2), agrees with exact draws of the
+    Coulomb gas (Dumitriu–Edelman β-Hermite); E Σλ² = DN(β(N−1) + 2)/(2γ)."""
     n, beta = 16, 1.5
-    dt = dy.recommended_dt(n, beta=beta)
-    p = dy.DysonBM(n, start="semicircle")
-    out = run(p, {"beta": beta, "dt": dt}, 1500, 5 * round(1 / dt), round(1 / dt))
+    per_unit = round(1 / dy.recommended_dt(n, beta=beta))
+    out = run(dy.DysonBM(n, start="semicircle"), {"beta": beta, "dt": 1 / per_unit}, R_CMP, 2 * per_unit)
     assert_ordered(out)
     sim = out["levels"][:, -1]
-    ref = np.asarray(jax.vmap(lambda k: dy.sample_hermite(k, n, beta, 1.0))(jax.random.split(jax.random.key(7), 1500)))
-    levelwise_ks(sim, ref)
-    m_inf = n * (beta * (n - 1) + 2) / 2  # E Σλ² = DN(β(N−1) + 2)/(2γ)
+    levelwise_ks(sim, hermite(n, beta, 1.0, R_CMP, 7))
+    m_inf = n * (beta * (n - 1) + 2) / 2
     m = (sim**2).sum(axis=1)
     assert abs(m.mean() / m_inf - 1) < 5 * m.std() / math.sqrt(len(m)) / m_inf + 0.005
 
@@ -149,47 +159,27 @@ def test_stationary_matches_exact_coulomb_gas():
 # eigenvalue space vs matrix space
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("beta", [1, 2, 4])
-def test_matrix_reference_normalisation(beta):
-    """MatrixDBM relaxes to E Σλ² = DN(β(N−1)+2)/(2γ) (radius sqrt(2βND/γ)); from H = 0 its
-    law at t is the β-Hermite ensemble with scale² = D(1 − e^{−2γt})/γ."""
-    n, D, gamma, t = 6, 0.5, 2.0, 0.4
-    R = 3000
-    q = dy.MatrixDBM(n, beta=beta)
-    out = run(q, {"D": D, "gamma": gamma, "dt": t / 2}, R, 2)
-    ref = np.asarray(jax.vmap(lambda k: dy.sample_hermite(k, n, beta, math.sqrt(D * -math.expm1(-2 * gamma * t) / gamma)))(jax.random.split(jax.random.key(3), R)))
-    levelwise_ks(out["levels"][:, -1], ref)
-    out = run(q, {"D": D, "gamma": gamma, "dt": 5.0}, R, 1)  # one exact step to stationarity
-    m = (out["levels"][:, -1] ** 2).sum(axis=1)
-    m_inf = D * n * (beta * (n - 1) + 2) / (2 * gamma)
-    assert abs(m.mean() - m_inf) < 5 * m.std() / math.sqrt(R)
-
-
-def test_eigenvalue_sde_matches_matrix_sde_n8():
-    """N = 8, β = 1, from H = 0 to t = 1: each ordered level of the eigenvalue scheme agrees
-    with the exactly integrated matrix OU process (KS, Bonferroni)."""
-    n, t, R = 8, 1.0, 4000
-    hp = {"D": 1.0, "gamma": 1.0}
-    eig = run(dy.DysonBM(n, start="zero"), {**hp, "dt": t / 200}, R, 200)
+def test_eigenvalue_sde_matches_matrix_sde(beta):
+    """N = 8 from H = 0 (U = γλ²/2): the exact matrix OU process has, at t, the β-Hermite law
+    of scale² = D(1 − e^{−2γt})/γ, and relaxes to E Σλ² = DN(β(N−1)+2)/(2γ) (radius
+    sqrt(2βND/γ)); each ordered level of the eigenvalue scheme agrees with it (KS)."""
+    n, D, gamma, t = 8, 0.5, 2.0, 0.5
+    hp = {"D": D, "gamma": gamma}
+    mat = run(dy.MatrixDBM(n, beta=beta), {**hp, "dt": t}, R_CMP, 1, key=jax.random.key(5))["levels"][:, -1]
+    levelwise_ks(mat, hermite(n, beta, math.sqrt(D * -math.expm1(-2 * gamma * t) / gamma), R_CMP, 3))
+    stat = run(dy.MatrixDBM(n, beta=beta), {**hp, "dt": 5.0}, R_CMP, 1, key=jax.random.key(6))["levels"][:, -1]
+    m = (stat**2).sum(axis=1)
+    assert abs(m.mean() - D * n * (beta * (n - 1) + 2) / (2 * gamma)) < 5 * m.std() / math.sqrt(R_CMP)
+    eig = run(DBM8, {**hp, "beta": float(beta), "dt": t / 200}, R_CMP, 200)
     assert_ordered(eig)
-    mat = run(dy.MatrixDBM(n, beta=1), {**hp, "dt": t / 4}, R, 4, key=jax.random.key(5))
-    levelwise_ks(eig["levels"][:, -1], mat["levels"][:, -1])
-
-
-@pytest.mark.parametrize("beta", [2, 4])
-def test_eigenvalue_sde_matches_matrix_sde_beta(beta):
-    n, t, R = 4, 0.5, 3000
-    hp = {"D": 1.0, "gamma": 1.0, "beta": float(beta)}
-    eig = run(dy.DysonBM(n, start="zero"), {**hp, "dt": t / 100}, R, 100)
-    assert_ordered(eig)
-    mat = run(dy.MatrixDBM(n, beta=beta), {"D": 1.0, "gamma": 1.0, "dt": t}, R, 1, key=jax.random.key(5))
-    levelwise_ks(eig["levels"][:, -1], mat["levels"][:, -1])
+    levelwise_ks(eig["levels"][:, -1], mat)
 
 
 @pytest.mark.slow
 def test_eigenvalue_sde_matches_matrix_sde_n64():
     n, R = 64, 2000
     hp = {"D": 1.0, "gamma": 1.0}
-    eig = run(dy.DysonBM(n, start="zero"), {**hp, "dt": 1 / 400}, R, 400)
+    eig = run(DBM64, {**hp, "dt": 1 / 400}, R, 400)
     assert_ordered(eig)
     mat = run(dy.MatrixDBM(n, beta=1), {**hp, "dt": 1.0}, R, 1, key=jax.random.key(5))
     levelwise_ks(eig["levels"][:, -1], mat["levels"][:, -1])
@@ -200,38 +190,40 @@ def test_eigenvalue_sde_matches_matrix_sde_n64():
 # --------------------------------------------------------------------------------------
 def test_wishart_from_zero_is_marchenko_pastur():
     """W = 0 at t = 0, entries of variance D t at t: the pooled spectrum of X = WᵀW is
-    Marchenko–Pastur with σ² = M D t, c = N/M, and each level agrees with exact draws."""
+    Marchenko–Pastur with σ² = M D t, c = N/M, and agrees with exact draws."""
     m, n, D, t = 128, 64, 0.5, 2.0
-    p = dy.WishartProcess(m, n)
-    out = run(p, {"D": D, "dt": t / 250}, 48, 250)
+    out = run(dy.WishartProcess(m, n), {"D": D, "dt": t / 150}, 48, 150)
     assert_ordered(out)
     x = out["levels"][:, -1]
     sigma2, c = m * D * t, n / m
-    d = stats.kstest(x.ravel(), lambda v: mp_cdf(v, sigma2, c)).statistic
-    assert d < 0.01, d
+    assert stats.kstest(x.ravel(), lambda v: mp_cdf(v, sigma2, c)).statistic < 0.01
     assert stats.kstest(x.ravel(), lambda v: mp_cdf(v, 1.05 * sigma2, c)).statistic > 0.01
-    ref = np.asarray(jax.vmap(lambda k: dy.sample_laguerre(k, m, n, 1.0, D * t))(jax.random.split(jax.random.key(9), 48)))
-    assert stats.ks_2samp(x.ravel(), ref.ravel()).pvalue > 1e-3
+    assert stats.ks_2samp(x.ravel(), laguerre(m, n, 1.0, D * t, 48, 9).ravel()).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("m,n,beta", [(8, 8, 1), (12, 8, 1), (6, 4, 2)])
+@pytest.mark.parametrize("m,n,beta", [(8, 8, 1), (12, 8, 2)])
 def test_wishart_matches_matrix_wishart(m, n, beta):
-    """Eigenvalue scheme (in singular values) vs the exact matrix Brownian motion, level by
-    level; (8, 8) is the square case, where the smallest singular value reflects at 0."""
-    R, t = 3000, 1.0
-    out = run(dy.WishartProcess(m, n), {"beta": float(beta), "dt": t / 150}, R, 150)
+    """Eigenvalue scheme (in singular values) vs the exact matrix Brownian motion and exact
+    β-Laguerre draws, level by level; (8, 8) is the square case, where the smallest singular
+    value reflects at 0; β = 2 checks the β-generalised drift β D [M + Σ (x_i+x_j)/(x_i−x_j)]."""
+    t = 1.0
+    out = run(WISHART[m, n], {"beta": float(beta), "dt": t / 100}, R_CMP, 100)
     assert np.isfinite(out["levels"]).all() and out["levels"].min() >= 0 and out["min_gap"].min() > 0
-    mat = run(dy.MatrixWishart(m, n, beta=beta), {"dt": t}, R, 1, key=jax.random.key(4))
-    levelwise_ks(out["levels"][:, -1], mat["levels"][:, -1])
+    mat = run(dy.MatrixWishart(m, n, beta=beta), {"dt": t}, R_CMP, 1, key=jax.random.key(4))["levels"][:, -1]
+    levelwise_ks(out["levels"][:, -1], mat)
+    levelwise_ks(mat, laguerre(m, n, float(beta), t, R_CMP, 2))
+    tr = out["levels"][:, -1].sum(axis=1)  # E tr X = β M N D t
+    assert abs(tr.mean() - beta * m * n * t) < 5 * tr.std() / math.sqrt(R_CMP) + 0.005 * beta * m * n * t
 
 
 def test_wishart_quadratic_stationary():
-    """U = γx²/2: the stationary law is that of W with entries of variance D/γ."""
-    m, n, gamma, R = 6, 4, 2.0, 3000
-    out = run(dy.WishartProcess(m, n, potential="quadratic"), {"gamma": gamma, "dt": 0.01}, R, 300)
-    ref = np.asarray(jax.vmap(lambda k: dy.sample_laguerre(k, m, n, 1.0, 1.0 / gamma))(jax.random.split(jax.random.key(8), R)))
+    """U = γx²/2 (W decays at rate γ/2): the stationary law is that of W with entries of
+    variance D/γ, for the scheme and for the exact matrix process."""
+    m, n, gamma = 6, 4, 2.0
+    out = run(dy.WishartProcess(m, n, potential="quadratic"), {"gamma": gamma, "dt": 0.02}, R_CMP, 150)
+    ref = laguerre(m, n, 1.0, 1.0 / gamma, R_CMP, 8)
     levelwise_ks(out["levels"][:, -1], ref)
-    mat = run(dy.MatrixWishart(m, n, start="stationary", gamma=gamma), {"dt": 0.5}, R, 1, key=jax.random.key(6))
+    mat = run(dy.MatrixWishart(m, n, start="stationary", gamma=gamma), {"dt": 0.5}, R_CMP, 1, key=jax.random.key(6))
     levelwise_ks(mat["levels"][:, -1], ref)
 
 
@@ -240,21 +232,21 @@ def test_wishart_quadratic_stationary():
 # --------------------------------------------------------------------------------------
 def test_weak_order_one():
     """E Σλ²(T) is known exactly (dm/dt = −2γm + βDN(N−1) + 2DN); its error at fixed T
-    halves with dt: fitted order within [0.75, 1.35], the finest error resolved (> 4σ)."""
-    n, beta, T, R = 4, 1.0, 1.0, 2**18
-    lv0 = (-1.5, -0.5, 0.5, 1.5)
+    halves with dt: fitted order within [0.75, 1.35], the finest error resolved (> 5σ).
+    N = 8 levels started 4× denser than stationary, so the repulsion dominates the error."""
+    n, beta, T, R = 8, 1.0, 0.5, 2**15
+    lv0 = tuple(np.linspace(-1.5, 1.5, n))
     m0, m_inf = sum(v * v for v in lv0), n * (beta * (n - 1) + 2) / 2
     exact = m_inf + (m0 - m_inf) * math.exp(-2 * T)
     p = dy.DysonBM(n, start="given", initial_levels=lv0)
     dts, errs, ses = [], [], []
     for steps in (4, 8, 16):
-        out = run(p, {"beta": beta, "dt": T / steps}, R, steps, key=jax.random.key(steps))
-        m = (out["levels"][:, -1] ** 2).sum(axis=1)
+        m = (run(p, {"beta": beta, "dt": T / steps}, R, steps, key=jax.random.key(steps))["levels"][:, -1] ** 2).sum(axis=1)
         dts.append(T / steps)
         errs.append(m.mean() - exact)
         ses.append(m.std() / math.sqrt(R))
     errs, ses = np.array(errs), np.array(ses)
-    assert np.all(errs > 4 * ses), (errs, ses)
+    assert np.all(errs > 5 * ses), (errs, ses)
     order = np.polyfit(np.log(dts), np.log(errs), 1)[0]
     assert 0.75 < order < 1.35, (order, errs)
 
@@ -263,29 +255,27 @@ def test_weak_order_one():
 # stability
 # --------------------------------------------------------------------------------------
 def test_plain_euler_fails_where_split_holds():
-    """At N = 128 and twice the recommended dt, plain Euler–Maruyama lets levels cross and
-    blow up (NaN), while the split scheme keeps them ordered with the right ⟨Σλ²⟩."""
-    n, R, steps = 128, 16, 200
-    dt = 2 * dy.recommended_dt(n)
-    bad = run(dy.DysonBM(n, start="semicircle", scheme="euler"), {"dt": dt}, R, steps, steps // 4)
+    """At N = 64 and 5× the recommended dt, plain Euler–Maruyama lets levels cross and blow up
+    (NaN) while the split scheme keeps them ordered with ⟨Σλ²⟩ within 3 %; from W = 0 the
+    Wishart Euler step is 0/0 at once."""
+    n, steps = 64, 6 * 50
+    dt = 1 / 50  # 5.2 × recommended_dt(64)
+    bad = run(DBM64.replace(scheme="euler"), {"dt": dt}, 96, steps, 50)
     broken = ~np.isfinite(bad["levels"]).all(axis=(1, 2)) | ~(np.nan_to_num(bad["min_gap"], nan=-1.0) > 0).all(axis=1)
-    assert broken.any()
-    good = run(dy.DysonBM(n, start="semicircle"), {"dt": dt}, R, steps, steps // 4)
+    assert broken.mean() > 0.5
+    good = run(DBM64, {"dt": dt}, 96, steps, 50)
     assert_ordered(good)
-    m = (good["levels"] ** 2).sum(axis=-1)
-    m_inf = n * (n - 1 + 2) / 2
-    assert abs(m.mean() / m_inf - 1) < 0.02
-    # Wishart from W = 0: Euler–Maruyama in x has 0/0 at once, the split scheme does not
-    assert np.isnan(run(dy.WishartProcess(8, 4, scheme="euler"), {"dt": 0.01}, 2, 2)["levels"]).any()
-    assert_ordered(run(dy.WishartProcess(8, 4), {"dt": 0.01}, 2, 2))
+    m = (good["levels"][:, 3:] ** 2).sum(axis=-1)
+    assert abs(m.mean() / (n * (n - 1 + 2) / 2) - 1) < 0.03
+    assert np.isnan(run(WISHART[8, 8].replace(scheme="euler"), {"dt": 0.01}, 2, 1)["levels"]).any()
 
 
 def test_huge_step_stays_ordered_and_finite():
-    """Levels stay strictly ordered for any dt, even 100× the recommended one."""
-    n = 32
-    out = run(dy.DysonBM(n, start="zero"), {"dt": 100 * dy.recommended_dt(n)}, 8, 20, 5)
+    """Levels stay strictly ordered and finite for any dt, here 100× the recommended one."""
+    out = run(DBM64, {"dt": 100 * dy.recommended_dt(64)}, 96, 6 * 4, 4)
     assert_ordered(out)
-    out = run(dy.WishartProcess(16, 16), {"dt": 10.0}, 8, 20, 5)
+    assert (out["substeps"] > 1).any()  # the step control cut the steps
+    out = run(WISHART[8, 8], {"dt": 10.0}, R_CMP, 10)
     assert_ordered(out)
 
 
@@ -293,17 +283,17 @@ def test_huge_step_stays_ordered_and_finite():
 # potentials
 # --------------------------------------------------------------------------------------
 def test_custom_potential_equals_named_quartic():
-    """A callable U(λ, hp) (jax.grad) and the named quartic with γ = 0 give the same path."""
-    n = 6
-    named = dy.DysonBM(n, potential="quartic", start="given", initial_levels=tuple(np.linspace(-1, 1, n)))
+    """A callable U(λ, hp) (forces by jax.grad) and the named quartic with γ = 0 give the same
+    path; a one-argument U(λ) is accepted."""
+    named = dy.DysonBM(6, potential="quartic", start="given", initial_levels=tuple(np.linspace(-1, 1, 6)))
     custom = named.replace(potential=lambda lam, hp: 0.25 * hp["g"] * lam**4)
-    one_arg = named.replace(potential=lambda lam: 0.25 * lam**4)
     hp = {"gamma": 0.0, "g": 1.0, "dt": 0.01}
     a = run(named, hp, 4, 50)["levels"]
     b = run(custom, hp, 4, 50)["levels"]
-    c = run(one_arg, hp, 4, 50)["levels"]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+    one_arg = dy.get_potential(lambda lam: 0.25 * lam**4)
+    lam = jnp.linspace(-2.0, 2.0, 5)
+    np.testing.assert_allclose(one_arg.force(lam, {}), -(lam**3), rtol=1e-6)
 
 
 def test_quartic_stationary_moment():
@@ -313,7 +303,7 @@ def test_quartic_stationary_moment():
     w = np.abs(X - Y) * np.exp(-(X**4 + Y**4) / 4)
     exact = float((w * X**2).sum() / w.sum())
     p = dy.DysonBM(2, potential="quartic", start="zero")
-    out = run(p, {"gamma": 0.0, "g": 1.0, "dt": 0.005}, 4000, 2000, 200)
+    out = run(p, {"gamma": 0.0, "g": 1.0, "dt": 0.01}, R_CMP, 800, 100)
     lam2 = (out["levels"][:, 3:] ** 2).mean(axis=-1)  # t ≥ 4
     se = lam2.mean(axis=1).std() / math.sqrt(lam2.shape[0])
     assert abs(lam2.mean() - exact) < 5 * se + 0.01 * exact, (lam2.mean(), exact, se)
@@ -323,34 +313,32 @@ def test_quartic_stationary_moment():
 # interface, dtypes, helpers
 # --------------------------------------------------------------------------------------
 def test_single_replica_protocol_and_per_replica_hp():
-    p = dy.DysonBM(8, start="semicircle")
-    hash(p)  # static (usable as a jit static argument)
+    p = DBM8
+    hash(p)  # static: usable as a jit static argument
     hp = {k: jnp.asarray(v) for k, v in p.defaults().items()}
     state = p.init(jax.random.key(0), hp)
     step = jax.jit(p.step)
-    state2 = step(state, jax.random.key(1), {**hp, "D": jnp.asarray(2.0)})  # traced values: no recompile
-    state2 = step(state2, jax.random.key(2), {**hp, "D": jnp.asarray(3.0)})
+    state = step(state, jax.random.key(1), {**hp, "D": jnp.asarray(2.0)})  # traced values: no recompile
+    state = step(state, jax.random.key(2), {**hp, "D": jnp.asarray(3.0)})
     assert step._cache_size() == 1
-    obs = p.observe(state2, hp)
-    assert obs["levels"].shape == (8,) and obs["min_gap"].shape == ()
-    # per-replica parameters: the stationary spread scales as sqrt(D/γ)
-    R = 400
-    D = jnp.where(jnp.arange(R) % 2 == 0, 1.0, 4.0)
-    out = dy.simulate(p, {"D": D, "dt": 0.01}, KEY, R, 100, 100)
-    m = np.asarray((out["levels"][:, -1] ** 2).sum(-1))
+    obs = p.observe(state, hp)
+    assert obs["levels"].shape == (8,) and obs["min_gap"].shape == () and obs["min_gap"] > 0
+    # per-replica parameters: E Σλ² scales with D/γ (and dt, β vary per replica as well)
+    D = np.where(np.arange(R_CMP) % 2 == 0, 1.0, 4.0)
+    out = run(p, {"D": D, "beta": 1.0, "dt": np.where(D == 1.0, 0.02, 0.01)}, R_CMP, 200)
+    m = (out["levels"][:, -1] ** 2).sum(-1)
     ratio = m[1::2].mean() / m[0::2].mean()
-    assert abs(ratio - 4.0) < 0.4
+    assert abs(ratio - 4.0) < 0.2, ratio
 
 
 def test_float64():
     with jax.enable_x64(True):
         p = dy.DysonBM(16, start="semicircle")
-        out = dy.simulate(p, {"dt": dy.recommended_dt(16)}, KEY, 64, 100, 50)
+        out = dy.simulate(p, {"dt": dy.recommended_dt(16)}, KEY, 64, 50, 25)
         assert out["levels"].dtype == jnp.float64
         lv = np.asarray(out["levels"])
         assert np.isfinite(lv).all() and (np.diff(lv, axis=-1) > 0).all()
-        q = dy.WishartProcess(8, 8)
-        x = np.asarray(dy.simulate(q, {"dt": 0.01}, KEY, 8, 20)["levels"])
+        x = np.asarray(dy.simulate(dy.WishartProcess(8, 8), {"dt": 0.01}, KEY, 8, 20)["levels"])
         assert x.dtype == np.float64 and np.isfinite(x).all()
 
 
@@ -410,8 +398,7 @@ def test_sgd_helpers():
 @pytest.mark.parametrize("beta, r_ref", [(2, 0.5996), (4, 0.6744)])
 def test_beta_2_4_n128(beta, r_ref):
     n = 128
-    dt = dy.recommended_dt(n, beta=beta)
-    k = round(1 / dt)
+    k = round(1 / dy.recommended_dt(n, beta=beta))
     out = run(dy.DysonBM(n, start="zero"), {"beta": float(beta), "dt": 1 / k}, 64, 6 * k, k)
     assert_ordered(out)
     lv = out["levels"][:, 3:]

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from dysonbm import linalg
 from dysonbm.models.base import Model
 
 _DATA_TERMS = ("exact", "samples")
@@ -251,8 +252,8 @@ class GaussianRBM(Model):
         w = params["W"]
         s2 = _sigma2(hp)
         return {
-            "k_eigs": jnp.linalg.eigvalsh(self._kernel(w, hp)),
-            "xi2": s2 * jnp.linalg.eigvalsh(w.T @ w)[::-1],
+            "k_eigs": linalg.eigvalsh(self._kernel(w, hp)),
+            "xi2": s2 * linalg.eigvalsh(w.T @ w)[::-1],
         }
 
     def observable_axes(self):
@@ -298,7 +299,7 @@ class GaussianRBM(Model):
 
     def _marginal(self, w, hp):
         """Cholesky factor of ``K`` (NaN if not positive definite), mean ``m = K⁻¹ W η``, ok flag."""
-        chol = jnp.linalg.cholesky(self._kernel(w, hp))
+        chol = linalg.cholesky(self._kernel(w, hp))
         ok = jnp.all(jnp.isfinite(chol))
         b = hp["eta"] * jnp.sum(w, axis=1)
         return chol, cho_solve((chol, True), b), ok

@@ -18,6 +18,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from dysonbm import observables as obs
 from dysonbm.models.base import Model, masked_mean, tree_sum
 
 ACTIVATIONS = {
@@ -101,4 +102,37 @@ class Multilayer(Model):
         return params
 
     def observables(self, params, params0, problem, test, hp):
-        return {}
+        """Phase-diagram observables on the shared test set (SCIENCE.md §3.3).
+
+            q            (1/(nK)) Σ_nk s⁰_nk s_nk           overlap with the initial features
+            hs           Σ_nk ĥ_nk ŝ_nk,  h_nk = y_n Z_k      alignment with the field
+            gram         eigenvalues x_i of X = W Wᵀ, descending (axis "level")
+            mean_spacing ū = (x_1 − x_K)/(K − 1)
+            K_t, V_t     drift and Coulomb terms of the extreme levels
+            level_drift  K̃_ii,  pair_noise Ṽ_ij               coefficients of the level SDE
+
+        with K̃, Ṽ the mean and variance over test samples of Uᵀ dX_n U (dX_n = W g_nᵀ + g_n Wᵀ,
+        g_n = −∂ℓ_n/∂W) in the eigenbasis U of X; see `dysonbm.observables`.
+        """
+        phi0, y, z = test["phi0"], test["y"], problem["Z"]
+        s = self.features_of(params, phi0)[0]
+        s0 = self.features_of(params0, phi0)[0]
+        g = obs.per_sample_grads_from_features(params, z, phi0, y, self.activation)
+        drift, noise, levels = obs.projected_increment_moments(params, g)
+        k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
+        return {
+            "q": obs.overlap(s0, s),
+            "hs": obs.field_alignment(s, y, z),
+            "gram": levels,
+            "mean_spacing": obs.mean_spacing(levels),
+            "K_t": k_t,
+            "V_t": v_t,
+            "level_drift": jnp.diagonal(drift),
+            "pair_noise": noise,
+        }
+
+    def observable_axes(self):
+        return {
+            "q": (), "hs": (), "gram": ("level",), "mean_spacing": (), "K_t": (), "V_t": (),
+            "level_drift": ("level",), "pair_noise": ("level", "level2"),
+        }

@@ -1,0 +1,190 @@
+"""Figures of the multilayer SGD phase diagram (SCIENCE.md §3.3), from `phases.assemble`.
+
+Axes follow the published diagram: horizontal 1/σ_W (weak disorder to the right), vertical
+the temperature T = α/|B|, both logarithmic. Each cell is one grid point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm  # noqa: E402
+
+from dysonbm import phases  # noqa: E402
+
+LEVELS = (0.68, 0.95, 0.997)
+PHASE_COLORS = {
+    "ordered": "#4c9be8", "paramagnetic": "#e8804c", "glassy": "#8fbf5a",
+    "divergent": "#555555", "unresolved": "#dddddd",
+}
+
+
+def _edges(centres):
+    """Cell edges on a log axis: geometric midpoints, extended by half a step at the ends."""
+    c = np.log(np.asarray(centres, dtype=float))
+    if c.size == 1:
+        return np.exp(np.array([c[0] - 0.5, c[0] + 0.5]))
+    mid = 0.5 * (c[1:] + c[:-1])
+    return np.exp(np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]]))
+
+
+def _grid(summary, key, select=None):
+    """(1/σ_W values, T values, grid[T, 1/σ_W]) of ``summary[key]`` for the points ``select``."""
+    sel = np.ones(summary["T"].size, bool) if select is None else select
+    values = summary[key] if key in summary else summary["fractions"][key]
+    T_u, inv_u, g = phases.to_grid(np.asarray(values)[sel], summary["T"][sel], 1.0 / summary["sigma_w"][sel])
+    return inv_u, T_u, g
+
+
+def _overlay(ax, summary, select, legend=True):
+    """Drift-criterion contours and the disorder line σ_W² = 1/2 (1/σ_W = √2)."""
+    inv, T, frac = _grid(summary, "drift_fraction", select)
+    handles = []
+    if inv.size > 1 and T.size > 1 and np.isfinite(frac).sum() >= 4:
+        styles = ("-", "--", ":")
+        cs = ax.contour(inv, T, np.nan_to_num(frac, nan=0.0), levels=list(LEVELS), colors="k",
+                        linestyles=styles, linewidths=1.4)
+        for lv, ls in zip(LEVELS, styles):
+            handles.append(plt.Line2D([], [], color="k", ls=ls, label=f"drift fraction {lv}"))
+        del cs
+    ax.axvline(1.0 / phases.disorder_line, color="m", lw=2, ls="-.")
+    handles.append(plt.Line2D([], [], color="m", ls="-.", lw=2, label=r"disorder line $\sigma_W^2=1/2$"))
+    if legend:
+        ax.legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.8)
+
+
+def _setup(ax, inv, T):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"inverse init width $1/\sigma_W$")
+    ax.set_ylabel(r"temperature $T=\alpha/|B|$")
+    ax.set_xlim(_edges(inv)[0], _edges(inv)[-1])
+    ax.set_ylim(_edges(T)[0], _edges(T)[-1])
+
+
+def _mark_divergent(ax, summary, select):
+    inv, T, div = _grid(summary, "divergent", select)
+    for i, t in enumerate(T):
+        for j, x in enumerate(inv):
+            if np.isfinite(div[i, j]) and div[i, j] >= 0.5:
+                ax.text(x, t, "div", ha="center", va="center", fontsize=8, color="w",
+                        bbox=dict(fc="#333333", ec="none", pad=1))
+
+
+def heatmaps(summary, path, select=None, title="") -> Path:
+    """2×2 heat maps of the final test loss, overlap q, alignment hs and growth rate ⟨λ⟩."""
+    panels = [
+        ("loss", r"median final test loss $\mathcal{L}_{test}$", "viridis", True),
+        ("q", r"overlap with initial features $q$", "cividis", False),
+        ("hs", r"alignment with the field $hs$", "plasma", False),
+        ("lam", r"spacing growth rate $\langle\lambda\rangle$ [1/step]", "coolwarm", False),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9), constrained_layout=True)
+    for ax, (key, label, cmap, log) in zip(axes.ravel(), panels):
+        inv, T, g = _grid(summary, key, select)
+        if log:
+            pos = g[np.isfinite(g) & (g > 0)]
+            norm = LogNorm(vmin=pos.min(), vmax=pos.max()) if pos.size else None
+        elif key == "lam":
+            m = np.nanmax(np.abs(g)) if np.isfinite(g).any() else 1.0
+            norm = matplotlib.colors.TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+        else:
+            norm = None
+        mesh = ax.pcolormesh(_edges(inv), _edges(T), np.ma.masked_invalid(g), cmap=cmap, norm=norm, shading="flat")
+        cb = fig.colorbar(mesh, ax=ax)
+        cb.set_label(label)
+        _setup(ax, inv, T)
+        _overlay(ax, summary, select, legend=(key == "loss"))
+        _mark_divergent(ax, summary, select)
+        ax.set_title(label, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def phase_map(summary, path, select=None, title="") -> Path:
+    """Majority phase per grid point (observable classifier) with the drift contours."""
+    inv, T, maj = _grid(summary, "majority", select)
+    names = list(phases.LABELS)
+    codes = np.array([[names.index(m) if m in names else np.nan for m in row] for row in maj], dtype=float)
+    cmap = ListedColormap([PHASE_COLORS[n] for n in names])
+    norm = BoundaryNorm(np.arange(len(names) + 1) - 0.5, cmap.N)
+    fig, ax = plt.subplots(figsize=(8, 6.5), constrained_layout=True)
+    ax.pcolormesh(_edges(inv), _edges(T), np.ma.masked_invalid(codes), cmap=cmap, norm=norm, shading="flat")
+    _, _, frac = _grid(summary, "drift_fraction", select)
+    for i, t in enumerate(T):
+        for j, x in enumerate(inv):
+            if maj[i, j]:
+                ax.text(x, t, f"{maj[i, j]}\n$f_d$={frac[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    _setup(ax, inv, T)
+    _overlay(ax, summary, select, legend=False)
+    handles = [plt.Rectangle((0, 0), 1, 1, fc=PHASE_COLORS[n], label=n) for n in names]
+    handles += [plt.Line2D([], [], color="k", ls=ls, label=f"drift fraction {lv}") for lv, ls in zip(LEVELS, ("-", "--", ":"))]
+    handles.append(plt.Line2D([], [], color="m", ls="-.", lw=2, label=r"$\sigma_W^2=1/2$"))
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title or r"SGD phases (majority label; $f_d$ = fraction passing the drift criterion)")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def level_trajectories(results, picks: dict, teacher, path) -> Path:
+    """x_i(t), the eigenvalues of X = W Wᵀ, for one replica at each picked point.
+
+    ``picks``: {panel title: (point index, replica index)}; the teacher's levels dashed.
+    """
+    steps = np.asarray(results.steps)
+    n = max(len(picks), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), constrained_layout=True, squeeze=False)
+    for ax, (name, (p, r)) in zip(axes[0], picks.items()):
+        x = np.asarray(results["gram"][p, r], dtype=float)  # (S, K)
+        for k in range(x.shape[-1]):
+            ax.plot(steps, x[:, k], lw=1.2)
+        for v in teacher:
+            ax.axhline(v, color="k", ls="--", lw=0.6, alpha=0.6)
+        ax.set_yscale("log")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        ax.set_xlabel("SGD step $n$")
+        ax.set_ylabel(r"eigenvalues $x_i$ of $X=WW^\top$")
+        pt = results.points[p]
+        ax.set_title(f"{name}: $\\alpha$={pt['lr']:g}, $|B|$={pt['batch_size']}, $\\sigma_W$={pt['init_std']:g}",
+                     fontsize=9)
+    axes[0][0].plot([], [], "k--", lw=0.6, label=r"teacher $x_i^*$")
+    axes[0][0].legend(fontsize=8)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def batch_comparison(summary, path, title="") -> Path:
+    """Final test loss and ⟨λ⟩ against T = α/|B|, one line per batch size (linear scaling)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
+    for bs in np.unique(summary["batch_size"]):
+        sel = summary["batch_size"] == bs
+        order = np.argsort(summary["T"][sel])
+        for ax, key in zip(axes, ("loss", "lam")):
+            ax.plot(summary["T"][sel][order], summary[key][sel][order], "o-", label=f"$|B|$={int(bs)}")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel(r"median final test loss $\mathcal{L}_{test}$")
+    axes[1].set_ylabel(r"spacing growth rate $\langle\lambda\rangle$ [1/step]")
+    axes[1].axhline(0.0, color="k", lw=0.6)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel(r"temperature $T=\alpha/|B|$")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

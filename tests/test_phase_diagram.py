@@ -1,0 +1,183 @@
+"""The multilayer phase diagram: observables at snapshots, assembly, figures, acceptance.
+
+Fast tests use a tiny grid; the acceptance tests (``-m slow``) run the quick preset of
+``dbm reproduce phase-diagram --quick`` once and check the three phases on it.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dysonbm
+
+from dysonbm import config, observables, phase_plots, phases, runner
+from dysonbm.models.multilayer import Multilayer
+from dysonbm.reproduce import phase_diagram
+
+TINY = """
+name = "tiny_phase"
+seed = 0
+replicas = 4
+steps = 400
+snapshot_every = 100
+[model]
+name = "multilayer"
+[train]
+batch_size = 4
+[data]
+protocol = "shared"
+batches_per_epoch = 50
+n_test = 128
+[divergence]
+max_weight = 1e3  # tanh saturates: a huge step moves W far but never overflows the loss
+[[sweep]]
+lr = [0.5, 16.0]
+init_std = [0.5, 16.0]
+[[sweep]]
+lr = [1e8]
+init_std = [0.5]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cfg = config.from_dict(config.tomllib.loads(TINY))
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    return runner.run(cfg, out=out, progress=False, devices=1)
+
+
+def test_multilayer_observables_match_direct_formulas():
+    model = Multilayer()
+    problem = model.problem(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), 64)
+    test = jax.vmap(lambda k: model.sample(k, problem))(keys)
+    w0 = model.init(jax.random.key(2), problem, {"init_std": 1.0})[0]
+    w = w0 + 0.1 * jax.random.normal(jax.random.key(3), w0.shape)
+    out = model.observables(w, w0, problem, test, {})
+    s, s0 = jnp.tanh(test["phi0"] @ w.T), jnp.tanh(test["phi0"] @ w0.T)
+    np.testing.assert_allclose(out["q"], np.mean(np.asarray(s0) * np.asarray(s)), rtol=1e-5)
+    h = np.asarray(test["y"])[:, None] * np.asarray(problem["Z"])[None]
+    hs = np.sum(h * np.asarray(s)) / np.linalg.norm(h) / np.linalg.norm(np.asarray(s))
+    np.testing.assert_allclose(out["hs"], hs, rtol=1e-5)
+    x = np.linalg.eigvalsh(np.asarray(w @ w.T, dtype=np.float64))[::-1]
+    np.testing.assert_allclose(out["gram"], x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["mean_spacing"], (x[0] - x[-1]) / 15, rtol=1e-4)
+    # q of the initial state is the mean squared feature; the mean over samples of the
+    # per-sample gradients is minus the autodiff gradient of the mean loss
+    np.testing.assert_allclose(model.observables(w0, w0, problem, test, {})["q"], np.mean(np.asarray(s0) ** 2), rtol=1e-5)
+    g = observables.per_sample_grads_from_features(w, problem["Z"], test["phi0"], test["y"])
+    auto = jax.grad(lambda v: model.loss(v, test, jnp.ones(64), problem, {}))(w)
+    np.testing.assert_allclose(-np.mean(np.asarray(g), axis=0), auto, rtol=1e-4, atol=1e-7)
+    k_t, v_t, extra = observables.drift_coulomb_from_features(w, problem["Z"], test["phi0"], test["y"])
+    np.testing.assert_allclose(out["K_t"], k_t, rtol=1e-6)
+    np.testing.assert_allclose(out["V_t"], v_t, rtol=1e-6)
+    np.testing.assert_allclose(out["level_drift"], np.diagonal(extra["drift"]), rtol=1e-6)
+    assert out["pair_noise"].shape == (16, 16)
+
+
+def test_axes_of_recorded_observables(tiny):
+    assert tiny.axes["gram"] == ("point", "replica", "snapshot", "level")
+    assert tiny.axes["pair_noise"] == ("point", "replica", "snapshot", "level", "level2")
+    assert tiny["K_t"].shape == (5, 4, 5)
+    # gram eigenvalues descending and equal to the squared singular values
+    g = tiny["gram"][:4]
+    assert np.all(np.diff(g, axis=-1) <= 1e-6 * g[..., :1])
+    np.testing.assert_allclose(g, tiny["svals"][:4] ** 2, rtol=2e-3, atol=1e-5)
+
+
+def test_teacher_gram_is_the_runs_teacher(tiny):
+    t = phases.teacher_gram(tiny.config)
+    assert t.shape == (16,) and np.all(np.diff(t) <= 0)
+    # the teacher's labels are reproduced by a student equal to the teacher: loss 0 there
+    model = Multilayer()
+    problem = model.problem(jax.random.fold_in(jax.random.key(0), 0))
+    w = np.asarray(problem["teacher"])
+    np.testing.assert_allclose(t, np.linalg.eigvalsh(w @ w.T)[::-1], rtol=1e-6)
+
+
+def test_divergent_point_is_flagged_and_the_sweep_finishes(tiny, tmp_path):
+    s = phases.assemble(tiny)
+    huge = int(np.argmax(s["lr"]))
+    assert s["divergent"][huge] == 1.0
+    assert s["majority"][huge] == "divergent"
+    assert np.all(s["divergent"][s["lr"] < 100] == 0.0)
+    assert np.isnan(s["drift_fraction"][huge])  # no finite replica to count
+    written = [
+        phase_plots.heatmaps(s, tmp_path / "h.png"),
+        phase_plots.phase_map(s, tmp_path / "m.png"),
+        phase_plots.level_trajectories(tiny, phase_diagram.pick_trajectories(s), s["teacher"], tmp_path / "l.png"),
+        phase_plots.batch_comparison(s, tmp_path / "b.png"),
+    ]
+    assert all(p.stat().st_size > 10_000 for p in written)
+
+
+def test_drift_passes_uses_a_majority_of_late_snapshots():
+    K, L = 16, 32
+    # one replica with the criterion true at 3 of the 4 late snapshots, one at 1 of 4
+    V = np.ones((2, 9))
+    K_t = np.zeros((2, 9))
+    thr = np.sqrt(L / K) * (K - 1) * 1.0 * 1.0 / 4.0  # K_t at equality for T = σ_W = 1
+    K_t[0, 5:8] = 2 * thr
+    K_t[1, 8] = 2 * thr
+    np.testing.assert_array_equal(phases.drift_passes(K_t, V, 1.0, 1.0, K, L), [True, False])
+
+
+def test_teacher_approach_rule():
+    teacher = np.array([2.0, 1.0])
+    args = dict(test_loss=1e-4, loss0=1.0, spectrum_0=[0.5, 0.2], q=0.1, teacher_spectrum=teacher)
+    closer = phases.classify_observables(spectrum_t=[1.2, 0.6], teacher_approach=0.9, **args)
+    stuck = phases.classify_observables(spectrum_t=[0.55, 0.2], teacher_approach=0.9, **args)
+    strict = phases.classify_observables(spectrum_t=[1.2, 0.6], **args)
+    assert closer == "ordered" and stuck != "ordered" and strict != "ordered"
+
+
+def test_to_grid_places_points():
+    r, c, g = phases.to_grid(np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.1, 1.0]), np.array([5.0, 7.0, 5.0]))
+    np.testing.assert_array_equal(r, [0.1, 1.0])
+    np.testing.assert_array_equal(g, [[1.0, 2.0], [3.0, np.nan]])
+
+
+# ---------------------------------------------------------------------------------------
+# Acceptance on the quick preset (one run of `dbm reproduce phase-diagram --quick`)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    report = phase_diagram.run(out, quick=True, progress=False)
+    grid = dysonbm.load(out / "grid")
+    summary = phases.assemble(grid, **phase_diagram.THRESHOLDS[True])
+    return out, report, grid, summary
+
+
+@pytest.mark.slow
+def test_quick_weak_disorder_low_T_converges_toward_teacher(quick):
+    _, _, grid, s = quick
+    a = phase_diagram.check_ordered(grid, s)
+    assert a["loss_ratio"] <= 1e-2
+    assert a["dist"] < a["dist0"]
+
+
+@pytest.mark.slow
+def test_quick_high_T_is_paramagnetic(quick):
+    a = phase_diagram.check_paramagnetic(quick[3])
+    assert a["lam"] > 0
+    assert a["majority"] == "paramagnetic"
+
+
+@pytest.mark.slow
+def test_quick_strong_disorder_low_T_is_frozen(quick):
+    _, _, grid, s = quick
+    a = phase_diagram.check_glassy(grid, s)
+    assert a["top"] <= 0.1 and a["bottom"] <= 0.1
+    assert a["q_min"] > 0.5
+
+
+@pytest.mark.slow
+def test_quick_report_and_figures(quick):
+    out, report, _, _ = quick
+    text = report.read_text()
+    for heading in ("Critical temperature", "Fractions per grid point", "Equal α/|B|", "Acceptance"):
+        assert heading in text
+    for name in ("heatmaps.png", "phase_map.png", "levels.png", "batch_size.png"):
+        assert (out / name).stat().st_size > 10_000
