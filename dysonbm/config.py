@@ -327,6 +327,12 @@ def grid_points(cfg: Config, model=None) -> list[dict[str, float]]:
             points.append(point)
     for point in points:
         _check_point(cfg, point)
+        if hasattr(model, "validate"):  # an SDE process checks its own parameters
+            try:
+                model.validate(point)
+            except ValueError as err:
+                swept = sorted({k for b in cfg.sweeps for k in b})
+                raise ConfigError("sweep" if swept else "model", {k: point[k] for k in model.sweepable}, str(err)) from None
     return points
 
 

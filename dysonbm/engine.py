@@ -102,8 +102,52 @@ class DataLayout:
 
 
 def make_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
-    """The simulation a config describes: SGD replicas of a model (SDE processes later)."""
+    """The simulation a config describes: SGD replicas of a model, or an SDE process."""
+    if is_process(model):
+        return make_sde_sim(model)
     return make_sgd_sim(model, cfg, layout)
+
+
+def is_process(model) -> bool:
+    """An eigenvalue SDE (`dysonbm.dyson.Process`) rather than a trained model."""
+    from dysonbm.dyson import Process
+
+    return isinstance(model, Process)
+
+
+def make_sde_sim(process) -> Simulation:
+    """Replicas of an SDE process (`dysonbm.dyson`): step t uses ``fold_in(key, t)``; a replica
+    whose state turns non-finite is frozen at its last finite state and flagged, as in SGD."""
+
+    def init(key, hp, shared, point):
+        k_init, k_run = jax.random.split(key)
+        state = {
+            "proc": process.init(k_init, hp),
+            "key": k_run,
+            "diverged": jnp.asarray(False),
+            "diverge_step": jnp.asarray(-1, jnp.int32),
+        }
+        return state, {}
+
+    def step(state, t, hp, data, shared):
+        new = process.step(state["proc"], jax.random.fold_in(state["key"], t), hp)
+        bad = _tree_any(lambda x: ~jnp.isfinite(x), new)
+        frozen = state["diverged"] | bad
+        return {
+            **state,
+            "proc": jax.tree_util.tree_map(lambda n, o: jnp.where(frozen, o, n), new, state["proc"]),
+            "diverged": frozen,
+            "diverge_step": jnp.where(bad & ~state["diverged"], t + 1, state["diverge_step"]).astype(jnp.int32),
+        }
+
+    def observe(state, hp, data, shared):
+        return process.observe(state["proc"], hp)
+
+    hp0 = {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **process.defaults()}
+    shapes = jax.eval_shape(lambda k: process.observe(process.init(k, hp0), hp0), jax.random.key(0))
+    axes = {name: ("level",) * len(v.shape) if len(v.shape) <= 1 else tuple(f"axis{i}" for i in range(len(v.shape)))
+            for name, v in shapes.items()}
+    return Simulation(init, step, observe, axes)
 
 
 def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:

@@ -192,9 +192,11 @@ def summary_table(results: Results) -> str:
                 f"{m['config']['replicas']} replicas, {m.get('wall_time_s', float('nan')):.1f} s on "
                 f"{m.get('device', '?')} (join the shards with `dbm merge`)")
     points = results.points
-    varying = [k for k in points[0] if len({p[k] for p in points}) > 1] or ["lr", "batch_size"]
-    cols = varying + ["replicas", "diverged", "test_loss", "train_loss", "grad_norm"]
-    spec = "eigs" if "eigs" in results else ("svals" if "svals" in results else None)
+    losses = [name for name in ("test_loss", "train_loss", "grad_norm") if name in results]
+    default = ["lr", "batch_size"] if losses else [k for k in ("D", "beta", "dt") if k in points[0]]
+    varying = [k for k in points[0] if len({p[k] for p in points}) > 1] or default
+    cols = varying + ["replicas", "diverged"] + losses
+    spec = next((name for name in ("eigs", "svals", "levels") if name in results), None)
     if spec:
         cols += [f"{spec}_min", f"{spec}_max"]
     rows = []
@@ -203,8 +205,8 @@ def summary_table(results: Results) -> str:
         ok = ~div[p]
         row = [_fmt(point[k]) for k in varying]
         row += [str(div.shape[1]), f"{div[p].mean():.0%}"]
-        for name in ("test_loss", "train_loss", "grad_norm"):
-            if name in results and ok.any():
+        for name in losses:
+            if ok.any():
                 row.append(_fmt(float(np.nanmedian(results[name][p][ok, -1]))))
             else:
                 row.append("-")

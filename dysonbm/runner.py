@@ -208,11 +208,14 @@ class Plan:
 
         root = jax.random.key(cfg.seed)
         self.replica_root = jax.random.fold_in(root, engine.REPLICAS)
-        problem = model.problem(jax.random.fold_in(root, engine.PROBLEM))
-        shared = {
-            "problem": problem,
-            "test": engine.draw_samples(model, jax.random.fold_in(root, engine.TEST_SET), problem, self.layout.n_test),
-        }
+        if engine.is_process(model):  # an SDE: nothing shared, no data
+            problem, shared = (), {"problem": ()}
+        else:
+            problem = model.problem(jax.random.fold_in(root, engine.PROBLEM))
+            shared = {
+                "problem": problem,
+                "test": engine.draw_samples(model, jax.random.fold_in(root, engine.TEST_SET), problem, self.layout.n_test),
+            }
         if self.layout.protocol == "shared":
             data_root = jax.random.fold_in(root, engine.SHARED_DATA)
             shared["train"] = jax.vmap(
@@ -263,12 +266,14 @@ class Plan:
 
         state, data, obs = jax.eval_shape(one, key0, hp0, jnp.int32(0))
         self.obs_shapes = {k: (v.shape, np.dtype(v.dtype)) for k, v in obs.items()}
-        batch = jax.eval_shape(lambda k: engine.draw_samples(self.model, k, shared["problem"], self.max_batch), key0)
+        batch = None
+        if getattr(self.model, "uses_data", False):
+            batch = jax.eval_shape(lambda k: engine.draw_samples(self.model, k, shared["problem"], self.max_batch), key0)
         axes = engine.shared_axes(shared)
         sizes = {
             "state": _nbytes(state),
             "data": _nbytes(data),
-            "batch": _nbytes(batch) if self.model.uses_data else 0,
+            "batch": _nbytes(batch) if batch is not None else 0,
             "shared (broadcast)": sum(_nbytes(v) for k, v in shared.items() if axes[k] == 0),
             "snapshots (segment)": (self.seg + 1) * _nbytes(obs),
             "hyperparameters": _nbytes(hp0) + 4 + _nbytes(key0),
