@@ -71,6 +71,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, or written by another config."""
 
 
+CPU_REPLICAS_PER_DEVICE = 64
+
+
 class Progress:
     """A one-line progress report on stderr (rewritten in place on a terminal)."""
 
@@ -286,6 +289,10 @@ class Plan:
     def _fitting_chunk(self) -> int:
         n_dev = len(self.devices)
         fit = max(1, (self.budget - self.footprint["unbatched"] * n_dev) // self.footprint["device"])
+        if self.devices[0].platform == "cpu":
+            # a CPU core runs a chunk fastest while its working set stays in cache: measured
+            # on the multilayer network, 64 replicas per core ran 2x faster than 512
+            fit = min(fit, CPU_REPLICAS_PER_DEVICE * n_dev)
         return max(n_dev, fit // n_dev * n_dev) if fit >= n_dev else fit
 
     def chunk_inputs(self, c: int):

@@ -209,7 +209,7 @@ def test_wishart_matches_matrix_wishart(m, n, beta):
     β-Laguerre draws, level by level; (8, 8) is the square case, where the smallest singular
     value reflects at 0; β = 2 checks the β-generalised drift β D [M + Σ (x_i+x_j)/(x_i−x_j)]."""
     t = 1.0
-    out = run(WISHART[m, n], {"beta": float(beta), "dt": t / 100}, R_CMP, 100)
+    out = run(WISHART[m, n], {"beta": float(beta), "dt": t / 200}, R_CMP, 200)
     assert np.isfinite(out["levels"]).all() and out["levels"].min() >= 0 and out["min_gap"].min() > 0
     mat = run(dy.MatrixWishart(m, n, beta=beta), {"dt": t}, R_REF, 1, key=jax.random.key(4))["levels"][:, -1]
     levelwise_ks(out["levels"][:, -1], mat)

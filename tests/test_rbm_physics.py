@@ -22,8 +22,8 @@ CFG = """
 name = "rbm_test"
 seed = 1
 replicas = 48
-steps = 400
-snapshot_every = 40
+steps = 1200
+snapshot_every = 120
 [model]
 name = "gaussian_rbm"
 n_visible = 6
@@ -34,7 +34,7 @@ sigma_h = 1.0
 gibbs_steps = 3
 data_term = "exact"
 [train]
-lr = 0.1
+lr = 0.05
 batch_size = 16
 init_std = 0.1
 [data]
@@ -43,7 +43,7 @@ protocol = "online"
 segment_snapshots = 10
 """
 
-LR, BS, MU2 = 0.1, 16, 3.5
+LR, BS, MU2 = 0.05, 16, 3.5
 
 
 def _run(tmp_path, n_hidden):
