@@ -712,25 +712,16 @@ class _LogGas(Process):
             return _draw(key, 1 + blocks * cand, blocks * (cand + 1), (n,), y.dtype)
 
         def couplings(z, u, tau, b):
-            # nearest pairs: the exact 2×2 law, |off-diagonal|² = uτ·χ²_β (β real components),
-            # where it matters: for gaps within a few noise widths w of 0, blending into its
-            # mean βuτ (perturbation theory) beyond, weight exp(−(g/3w)²). The mean coupling is
-            # the same everywhere; wide bonds just do not draw rare large couplings that would
-            # squeeze their neighbours. pair_noise=False uses the mean for all bonds.
-            mean = jnp.full((n - 1,), kappa * tau)
+            # nearest pairs: the exact 2×2 law, |off-diagonal|² = uτ·χ²_β (β real components);
+            # pair_noise=False uses its mean βuτ
             if self.pair_noise:
-                x = unit * tau * _chi2_from(z[1 : 1 + cand, : n - 1], u[: cand + 1, : n - 1], beta)
-                width2 = 9.0 * 2.0 * noise * tau  # (3 × gap noise width)²
-                wgt = jnp.exp(-jnp.diff(b) ** 2 / jnp.where(width2 > 0, width2, 1.0))
-                gap = mean + wgt * (x - mean)
+                gap = unit * tau * _chi2_from(z[1 : 1 + cand, : n - 1], u[: cand + 1, : n - 1], beta)
             else:
-                gap = mean
+                gap = jnp.full((n - 1,), kappa * tau)
             if not self.chiral:
                 return Couplings(gap)
             if self.pair_noise:
                 origin = unit * tau * _chi2_from(z[1 + cand :], u[cand + 1 :], dof0)
-                wgt0 = jnp.exp(-(b**2) / jnp.where(width2 > 0, width2, 1.0))
-                origin = unit * tau * dof0 + wgt0 * (origin - unit * tau * dof0)
             else:
                 origin = jnp.full((n,), unit * tau * dof0)
             return Couplings(gap, origin)

@@ -47,20 +47,47 @@ def _cholesky(x):
     return jnp.linalg.cholesky(x, symmetrize_input=False)
 
 
-@jax.custom_jvp
+SMALL = 32
+
+
 def cholesky(x):
     """Lower Cholesky factor L of the symmetrised x (NaN where it is not positive definite).
 
-    Differentiable: dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ = lower triangle with the diagonal halved (the
-    batching wrapper alone has no derivative rules).
+    Up to `SMALL`×`SMALL` the column algorithm runs unrolled in plain array operations: it
+    vectorises across replicas (a library call per matrix per step would dominate a small
+    model's step) and is differentiated by JAX directly. Larger matrices use LAPACK.
     """
-    return _cholesky(0.5 * (x + jnp.swapaxes(x, -1, -2)))
+    x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
+    if x.shape[-1] <= SMALL:
+        return _cholesky_unrolled(x)
+    return _cholesky_lapack(x)
 
 
-@cholesky.defjvp
+def _cholesky_unrolled(a):
+    n = a.shape[-1]
+    cols = []
+    for j in range(n):
+        # L_ij = (a_ij − Σ_{k<j} L_ik L_jk) / L_jj for i ≥ j
+        partial = a[..., :, j]
+        for k in range(j):
+            partial = partial - cols[k] * cols[k][..., j:j + 1]
+        diag = jnp.sqrt(partial[..., j:j + 1])
+        below = (jnp.arange(n) >= j).astype(a.dtype)
+        cols.append(below * partial / diag)
+    return jnp.stack(cols, axis=-1)
+
+
+@jax.custom_jvp
+def _cholesky_lapack(x):
+    """LAPACK Cholesky, per matrix on CPU, with dL = L Φ(L⁻¹ dA L⁻ᵀ) (Φ: lower triangle,
+    diagonal halved) since the batching wrapper has no derivative rules of its own."""
+    return _cholesky(x)
+
+
+@_cholesky_lapack.defjvp
 def _cholesky_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    chol = cholesky(x)
+    chol = _cholesky_lapack(x)
     dx = 0.5 * (dx + jnp.swapaxes(dx, -1, -2))
     inner = solve_triangular(chol, dx, lower=True)
     inner = jnp.swapaxes(solve_triangular(chol, jnp.swapaxes(inner, -1, -2), lower=True), -1, -2)
