@@ -93,3 +93,40 @@ def _cholesky_jvp(primals, tangents):
     inner = jnp.swapaxes(solve_triangular(chol, jnp.swapaxes(inner, -1, -2), lower=True), -1, -2)
     phi = jnp.tril(inner) - 0.5 * inner * jnp.eye(x.shape[-1], dtype=x.dtype)
     return chol, chol @ phi
+
+
+def solve_lower(chol, b):
+    """x with L x = b for lower-triangular L (n×n) and b (n,) or (n, m)."""
+    if chol.shape[-1] > SMALL:
+        return solve_triangular(chol, b, lower=True)
+    rows = []
+    for i in range(chol.shape[-1]):
+        acc = b[i]
+        for k in range(i):
+            acc = acc - chol[i, k] * rows[k]
+        rows.append(acc / chol[i, i])
+    return jnp.stack(rows)
+
+
+def solve_lower_transposed(chol, b):
+    """x with Lᵀ x = b for lower-triangular L (n×n) and b (n,) or (n, m)."""
+    n = chol.shape[-1]
+    if n > SMALL:
+        return solve_triangular(chol, b, trans="T", lower=True)
+    rows = [None] * n
+    for i in reversed(range(n)):
+        acc = b[i]
+        for k in range(i + 1, n):
+            acc = acc - chol[k, i] * rows[k]
+        rows[i] = acc / chol[i, i]
+    return jnp.stack(rows)
+
+
+def cho_solve(chol, b):
+    """x with (L Lᵀ) x = b, from the lower Cholesky factor L.
+
+    Small systems are solved by unrolled substitution for the same reason as `cholesky`:
+    the library triangular solve is a per-matrix call on CPU that also draws on the shared
+    thread pool.
+    """
+    return solve_lower_transposed(chol, solve_lower(chol, b))

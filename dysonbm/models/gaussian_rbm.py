@@ -29,7 +29,6 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve, solve_triangular
 
 from dysonbm import linalg
 from dysonbm.models.base import Model
@@ -213,7 +212,7 @@ class GaussianRBM(Model):
         chol, mean, _ = self._marginal(w, hp)
         z = jax.random.normal(k_phi, (self.n_visible, self.chains), dtype)
         # φ = m + L⁻ᵀ z has covariance (L Lᵀ)⁻¹ = K⁻¹; NaN if K is not positive definite
-        phi = mean[None, :] + solve_triangular(chol, z, trans="T", lower=True).T
+        phi = mean[None, :] + linalg.solve_lower_transposed(chol, z).T
         return {"W": w}, {"phi": phi}
 
     def loss_and_grad(self, params, aux, batch, mask, key, problem, hp):
@@ -287,7 +286,7 @@ class GaussianRBM(Model):
         w = params["W"]
         chol, mean, _ = self._marginal(w, hp)
         s2 = _sigma2(hp)
-        model_cov = cho_solve((chol, True), jnp.eye(self.n_visible, dtype=w.dtype))
+        model_cov = linalg.cho_solve(chol, jnp.eye(self.n_visible, dtype=w.dtype))
         second = model_cov + jnp.outer(mean, mean)
         eta = jnp.full((self.n_hidden,), hp["eta"], w.dtype)
         return {"W": s2 * (second - problem["cov"]) @ w + jnp.outer(mean, eta)}
@@ -302,7 +301,7 @@ class GaussianRBM(Model):
         chol = linalg.cholesky(self._kernel(w, hp))
         ok = jnp.all(jnp.isfinite(chol))
         b = hp["eta"] * jnp.sum(w, axis=1)
-        return chol, cho_solve((chol, True), b), ok
+        return chol, linalg.cho_solve(chol, b), ok
 
     def _nll(self, w, problem, hp):
         """``½ [tr(K K_φ⁻¹) − log det K + bᵀK⁻¹b + N log 2π]``, ``+inf`` if ``K`` is not positive definite."""
