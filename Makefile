@@ -17,6 +17,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/dbm run configs/ts_quick.toml --out results/ts_quick --overwrite
 	$(VENV)/bin/dbm show results/ts_quick
+	$(VENV)/bin/dbm plot results/ts_quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q
