@@ -51,7 +51,6 @@ class Simulation:
     step: Callable
     observe: Callable
     axes: dict  # observable -> axis names after (replica, snapshot)
-    batched_data: bool = True  # replica_data has a replica axis
 
 
 def make_optimizer(train, lr) -> optax.GradientTransformation:
@@ -61,6 +60,18 @@ def make_optimizer(train, lr) -> optax.GradientTransformation:
     if train.optimizer == "momentum":
         return optax.sgd(lr, momentum=train.momentum, nesterov=train.nesterov)
     return optax.adam(lr, b1=train.b1, b2=train.b2, eps=train.eps)
+
+
+def _outcome_init() -> dict:
+    return {"diverged": jnp.asarray(False), "diverge_step": jnp.asarray(-1, jnp.int32)}
+
+
+def _outcome_after(state: dict, bad, t) -> dict:
+    """A replica that goes bad at step t is flagged once, with the step, and stays frozen."""
+    return {
+        "diverged": state["diverged"] | bad,
+        "diverge_step": jnp.where(bad & ~state["diverged"], t + 1, state["diverge_step"]).astype(jnp.int32),
+    }
 
 
 def _tree_any(pred, tree) -> jnp.ndarray:
@@ -124,21 +135,15 @@ def make_sde_sim(process) -> Simulation:
         state = {
             "proc": process.init(k_init, hp),
             "key": k_run,
-            "diverged": jnp.asarray(False),
-            "diverge_step": jnp.asarray(-1, jnp.int32),
+            **_outcome_init(),
         }
         return state, {}
 
     def step(state, t, hp, data, shared):
         new = process.step(state["proc"], jax.random.fold_in(state["key"], t), hp)
-        bad = _tree_any(lambda x: ~jnp.isfinite(x), new)
-        frozen = state["diverged"] | bad
-        return {
-            **state,
-            "proc": jax.tree_util.tree_map(lambda n, o: jnp.where(frozen, o, n), new, state["proc"]),
-            "diverged": frozen,
-            "diverge_step": jnp.where(bad & ~state["diverged"], t + 1, state["diverge_step"]).astype(jnp.int32),
-        }
+        outcome = _outcome_after(state, _tree_any(lambda x: ~jnp.isfinite(x), new), t)
+        keep = lambda n, o: jnp.where(outcome["diverged"], o, n)  # noqa: E731
+        return {**state, **outcome, "proc": jax.tree_util.tree_map(keep, new, state["proc"])}
 
     def observe(state, hp, data, shared):
         return process.observe(state["proc"], hp)
@@ -178,8 +183,7 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
             "aux": aux,
             "opt": make_optimizer(train, hp["lr"]).init(params),
             "key": k_run,
-            "diverged": jnp.asarray(False),
-            "diverge_step": jnp.asarray(-1, jnp.int32),
+            **_outcome_init(),
             "loss_sum": jnp.zeros((), jnp.result_type(float)),
             "loss_count": jnp.zeros((), jnp.int32),
         }
@@ -228,15 +232,15 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
             | (jnp.abs(loss) > bounds.max_loss)
             | _tree_any(lambda x: ~jnp.isfinite(x) | (jnp.abs(x) > bounds.max_weight), params)
         )
-        frozen = state["diverged"] | bad
+        outcome = _outcome_after(state, bad, t)
+        frozen = outcome["diverged"]
         keep = lambda new, old: jnp.where(frozen, old, new)  # noqa: E731
         return {
             **state,
             "params": jax.tree_util.tree_map(keep, params, state["params"]),
             "aux": jax.tree_util.tree_map(keep, aux, state["aux"]),
             "opt": jax.tree_util.tree_map(keep, opt, state["opt"]),
-            "diverged": frozen,
-            "diverge_step": jnp.where(bad & ~state["diverged"], t + 1, state["diverge_step"]).astype(jnp.int32),
+            **outcome,
             "loss_sum": state["loss_sum"] + jnp.where(frozen, 0.0, loss),
             "loss_count": state["loss_count"] + jnp.where(frozen, 0, 1),
         }
@@ -312,8 +316,6 @@ def segment_fn(sim: Simulation, snapshot_every: int, n_snapshots: int, unroll: i
     state and the observables after every ``snapshot_every`` steps (leading axes: replica,
     snapshot).
     """
-    data_axis = 0 if sim.batched_data else None
-
     def one_replica(state, hp, data, shared, t0):
         def interval(state, t_start):
             def body(state, t):
@@ -327,7 +329,7 @@ def segment_fn(sim: Simulation, snapshot_every: int, n_snapshots: int, unroll: i
         return jax.lax.scan(interval, state, starts)
 
     def run_segment(state, hp, data, shared, t0):
-        axes = (0, 0, data_axis, shared_axes(shared), None)
+        axes = (0, 0, 0, shared_axes(shared), None)
         return jax.vmap(one_replica, in_axes=axes)(state, hp, data, shared, t0)
 
     return run_segment

@@ -21,7 +21,7 @@ import datetime
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,6 @@ class Results:
     arrays: dict[str, np.ndarray]
     axes: dict[str, tuple[str, ...]]
     path: Path | None = None
-    _extra: dict = field(default_factory=dict, repr=False)
 
     @property
     def points(self) -> list[dict]:

@@ -89,7 +89,7 @@ class Progress:
         if not self.enabled:
             return
         now = time.perf_counter()
-        if self.tty is False and now - self.last_print < 2.0 and done_steps < self.total:
+        if not self.tty and now - self.last_print < 2.0 and done_steps < self.total:
             return
         self.last_print = now
         elapsed = now - self.start
@@ -242,7 +242,7 @@ class Plan:
         # around the unpartitionable eigensolver calls at every snapshot.
         rep, none = PartitionSpec("replica"), PartitionSpec()
         shared_specs = {k: (rep if a == 0 else none) for k, a in engine.shared_axes(self.shared).items()}
-        self._specs = (rep, none, shared_specs, rep if self.sim.batched_data else none)
+        self._specs = (rep, none, shared_specs, rep)
         self.init = jax.jit(jax.shard_map(
             engine.init_fn(self.sim), mesh=self.mesh,
             in_specs=(rep, rep, shared_specs, rep), out_specs=rep, check_vma=False,
