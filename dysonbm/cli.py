@@ -200,9 +200,15 @@ def cmd_show(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from dysonbm import reproduce
+    from dysonbm.config import ConfigError
 
     out = Path(args.out) if args.out else Path("results") / (args.name + ("-quick" if args.quick else ""))
-    report = reproduce.get(args.name).run(out, quick=args.quick, progress=not args.quiet)
+    if out.exists() and not out.is_dir():
+        return fail(f"--out {out}: exists and is not a directory")
+    try:
+        report = reproduce.get(args.name).run(out, quick=args.quick, progress=not args.quiet)
+    except ConfigError as err:
+        return fail(str(err))
     print(f"report written to {report}")
     return 0
 

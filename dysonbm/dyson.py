@@ -101,6 +101,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dysonbm import linalg
+
 Array = jax.Array
 PyTree = Any
 
@@ -560,7 +562,7 @@ def _tridiag_eigvals(d, e):
     """Eigenvalues of the symmetric tridiagonal matrix (diag d (n,), off-diagonal e (n−1,)):
     dense eigvalsh for small n (cheap to compile), bisection (O(n²)) for large n."""
     if d.shape[0] <= 64:
-        return jnp.linalg.eigvalsh(jnp.diag(d) + jnp.diag(e, 1) + jnp.diag(e, -1))
+        return linalg.eigvalsh(jnp.diag(d) + jnp.diag(e, 1) + jnp.diag(e, -1))
     return jax.scipy.linalg.eigh_tridiagonal(d, e, eigvals_only=True)
 
 
@@ -1081,7 +1083,7 @@ class MatrixDBM(Process):
         return (a * H + jnp.sqrt(var) * self._noise(key)).astype(H.dtype)
 
     def observe(self, H, hp):
-        return {"levels": _paired(jnp.linalg.eigvalsh(H), self.beta)}
+        return {"levels": _paired(linalg.eigvalsh(H), self.beta)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1132,7 +1134,7 @@ class MatrixWishart(Process):
         return (jnp.exp(-0.5 * gam * h) * W + jnp.sqrt(var) * _gaussian_matrix(key, self.m, self.n, self.beta)).astype(W.dtype)
 
     def observe(self, W, hp):
-        x = jnp.linalg.eigvalsh(jnp.conj(W.T) @ W)
+        x = linalg.eigvalsh(jnp.conj(W.T) @ W)
         return {"levels": _paired(x, self.beta)}
 
 

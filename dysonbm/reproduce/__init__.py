@@ -12,6 +12,7 @@ import importlib
 REGISTRY = {
     "linear-scaling": "linear_scaling",
     "phase-diagram": "phase_diagram",
+    "sgd-langevin": "sgd_langevin",
 }
 
 
