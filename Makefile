@@ -25,8 +25,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+# diffrax (the `bench` extra) is the side-by-side reference of the SDE benchmark
+bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_dyson.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
