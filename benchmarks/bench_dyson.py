@@ -22,6 +22,7 @@ on the same SDE. Everything is compiled and warmed up before the timed call.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import jax
@@ -149,13 +150,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="N = 16, 64 only and a shorter equal-statistics run")
     ap.add_argument("--budget", type=float, default=3e8, help="pair interactions per timed run in part 1 (sets steps)")
     args = ap.parse_args(argv)
-    try:
-        import diffrax  # noqa: F401
-
-        have_diffrax = True
-    except ImportError:
-        have_diffrax = False
-        print("diffrax not importable: its columns are skipped (pip install -e '.[bench]')")
+    have_diffrax = importlib.util.find_spec("diffrax") is not None
+    if not have_diffrax:
+        print("diffrax not installed: its columns are skipped (pip install -e '.[bench]')")
     print(f"eigenvalue SDEs: jax {jax.__version__} on {jax.devices()[0].platform}, one device")
     key = jax.random.key(0)
     same_step([16, 64] if args.quick else [16, 64, 256, 1024], args.budget, have_diffrax, key)

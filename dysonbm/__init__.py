@@ -17,7 +17,8 @@ from dysonbm import config, io  # noqa: E402
 from dysonbm.config import Config, ConfigError  # noqa: E402
 from dysonbm.io import Results, load  # noqa: E402
 
-_LAZY = ("engine", "models", "runner", "rmt", "dyson", "observables", "phases", "plots")
+_LAZY = ("engine", "models", "runner", "rmt", "dyson", "observables", "phases", "plots", "sgd_langevin",
+         "phase_langevin")
 
 
 def __getattr__(name):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 
 from dysonbm import linalg
@@ -219,8 +220,54 @@ def diagonal_drift_and_noise(W, M, Z, x, y, activation: str = "tanh") -> tuple[A
     The coefficients of the eigenvalue Langevin equation of X = W Wᵀ in the time τ = α·steps
     (second-order perturbation theory to leading order in α, batch |B|, T = α/|B|):
 
-        dx_i = K̃_ii dτ + T Σ_{j≠i} Ṽ_ij/(x_i − x_j) dτ + sqrt(T Ṽ_ii) dB_i
+        dx_i = [K̃_ii + T Σ_{j≠i} Ṽ_ij/(x_i − x_j) + T C̃_ii] dτ + sqrt(T Ṽ_ii) dB_i
+
+    with the Itô term C̃_ii of `level_terms`.
     """
     g = per_sample_grads(W, M, Z, x, y, activation)
     drift, noise, _ = projected_increment_moments(W, g)
     return jnp.diagonal(drift), noise
+
+
+def level_terms(W: Array, per_sample_grads: Callable[[Array], Array]) -> tuple[Array, Array]:
+    """``(C̃_ii, γ_i)`` of the level SDE at W (K×L), levels descending; ``per_sample_grads``
+    maps W to g_n = −∂ℓ_n/∂W on the test samples, ``(n, K, L)``.
+
+    - Itô term C̃_ii = Σ_l Var_n (Uᵀ g_n)_il: the dW dWᵀ part of dX = dW Wᵀ + W dWᵀ + dW dWᵀ,
+      which raises every level by T C̃_ii dτ (for a Brownian W it is the D·M of the Wishart
+      process). Without it the Coulomb sum, antisymmetric in i ↔ j, leaves tr X to the drift
+      alone, while in SGD at high T this term carries most of the growth of tr X.
+    - level stiffness γ_i = −∂K̃_ii/∂x_i along W → W + ε u_i v_iᵀ (u_i, v_i the i-th singular
+      vectors): that direction changes x_i = (s_i + ε)² and leaves U and the other levels as
+      they are, so γ_i is the slope of the drift in the level itself. It linearises the drift
+      (K̃_ii(x) ≈ K̃_ii − γ_i (x_i − x_i(t))), which matters when 1/γ_i is shorter than the
+      horizon of a prediction: a restoring drift held constant would overshoot.
+    """
+    # sums in an order fixed by the shape alone, so a replica's numbers do not depend on its
+    # chunk (imported here: dysonbm.models imports this module)
+    from dysonbm.models.base import tree_sum
+
+    x, U = linalg.eigh(W @ W.T)
+    x, U = x[::-1], U[:, ::-1]
+    s = jnp.sqrt(jnp.maximum(x, 0.0))
+    safe = jnp.where(s > 0, s, 1.0)
+    V = (U.T @ W) / safe[:, None]  # rows: right singular vectors
+    g = per_sample_grads(W)
+    n = g.shape[0]
+    ug = jnp.einsum("ai,nal->nil", U, g)
+    dev = ug - tree_sum(ug) / n
+    ito = tree_sum((tree_sum(dev * dev) / n).T)  # Σ_l Var_n (Uᵀ g_n)_il
+
+    def drift_i(w, i):
+        # K̃_ii = u_iᵀ (W ḡᵀ + ḡ Wᵀ) u_i with u_i held fixed (it is, along this direction)
+        gbar = tree_sum(per_sample_grads(w)) / n
+        u = U[:, i]
+        gu = tree_sum(gbar * u[:, None])  # ḡᵀ u: (L,)
+        return 2.0 * tree_sum(u * tree_sum((w * gu[None, :]).T))
+
+    def slope(i):
+        direction = jnp.outer(U[:, i], V[i])
+        _, d = jax.jvp(lambda e: drift_i(W + e * direction, i), (jnp.zeros((), W.dtype),), (jnp.ones((), W.dtype),))
+        return jnp.where(s[i] > 0, -d / (2.0 * safe[i]), 0.0)
+
+    return ito, jax.vmap(slope)(jnp.arange(W.shape[0]))

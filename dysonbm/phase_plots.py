@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm  # noqa: E402
 
 from dysonbm import phases  # noqa: E402
+from dysonbm.phase_langevin import log_changes  # noqa: E402
 
 LEVELS = (0.68, 0.95, 0.997)
 PHASE_COLORS = {
@@ -47,11 +48,10 @@ def _overlay(ax, summary, select, legend=True):
     handles = []
     if inv.size > 1 and T.size > 1 and np.isfinite(frac).sum() >= 4:
         styles = ("-", "--", ":")
-        cs = ax.contour(inv, T, np.nan_to_num(frac, nan=0.0), levels=list(LEVELS), colors="k",
-                        linestyles=styles, linewidths=1.4)
+        ax.contour(inv, T, np.nan_to_num(frac, nan=0.0), levels=list(LEVELS), colors="k",
+                   linestyles=styles, linewidths=1.4)
         for lv, ls in zip(LEVELS, styles):
             handles.append(plt.Line2D([], [], color="k", ls=ls, label=f"drift fraction {lv}"))
-        del cs
     ax.axvline(1.0 / phases.disorder_line, color="m", lw=2, ls="-.")
     handles.append(plt.Line2D([], [], color="m", ls="-.", lw=2, label=r"disorder line $\sigma_W^2=1/2$"))
     if legend:
@@ -184,6 +184,63 @@ def batch_comparison(summary, path, title="") -> Path:
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def langevin_levels(results, checks: list[dict], teacher, path, late: list[dict] | None = None, levels: int = 6) -> Path:
+    """The Langevin cross-check: SGD level trajectories against one-interval predictions.
+
+    One panel per row of ``checks`` (`dysonbm.phase_langevin.cross_check` rows of ``results``,
+    with a ``name``): the largest ``levels`` levels x_i(t) of the first finite replica (lines)
+    and, from each snapshot, the Langevin prediction for the next one (a segment ending in a
+    dot, first noise draw); the teacher's levels dashed. A last panel compares the net change
+    of the distance to the teacher, Σ_k Δln d, per replica (SGD horizontal, Langevin vertical)
+    for every point and window (``late``: rows from the grid run).
+    """
+    n = len(checks)
+    fig, axes = plt.subplots(1, n + 1, figsize=(4.3 * (n + 1), 4.2), constrained_layout=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, c in zip(axes[0], checks):
+        x0, x1, xh = c["x_start"][0], c["x_end"][0], c["x_hat"][0, 0]  # (n, K) of replica 0
+        t = np.arange(c["intervals"] + 1) * (c["steps"][1] - c["steps"][0]) / c["intervals"] + c["steps"][0]
+        for i in range(min(levels, x0.shape[-1])):
+            col = colors[i % len(colors)]
+            ax.plot(t, np.concatenate([x0[:, i], x1[-1:, i]]), color=col, lw=1.3)
+            for k in range(x0.shape[0]):
+                ax.plot([t[k], t[k + 1]], [x0[k, i], xh[k, i]], color=col, lw=0.8, alpha=0.7)
+            ax.plot(t[1:], xh[:, i], "o", color=col, ms=2.5, alpha=0.8)
+        for v in np.asarray(teacher)[:levels]:
+            ax.axhline(v, color="k", ls="--", lw=0.6, alpha=0.6)
+        ax.set_yscale("log")
+        ax.set_xlabel("SGD step $n$")
+        ax.set_ylabel(r"largest eigenvalues $x_i$ of $X=WW^\top$")
+        ax.set_title(f"{c['name']}: $T$={c['T']:g}, $\\sigma_W$={c['sigma_w']:g}\n"
+                     f"SGD {c['sgd']['regime']}, Langevin {c['langevin']['regime']}", fontsize=9)
+    axes[0][0].plot([], [], "k-", lw=1.3, label="SGD")
+    axes[0][0].plot([], [], "k-o", lw=0.8, ms=2.5, label="Langevin, one interval")
+    axes[0][0].plot([], [], "k--", lw=0.6, label=r"teacher $x_i^*$")
+    axes[0][0].legend(fontsize=7)
+    ax = axes[0][-1]
+    lim = []
+    for rows, marker, label in ((checks, "o", "early"), (late or [], "s", "late")):
+        for j, c in enumerate(rows):
+            sgd = log_changes(c["x_start"], c["x_end"], teacher)["d"].sum(axis=1)
+            lgv = log_changes(c["x_start"][None], c["x_hat"], teacher)["d"].mean(axis=0).sum(axis=1)
+            ax.plot(sgd, lgv, marker, color=colors[j % len(colors)], ms=4, alpha=0.7, mfc="none" if label == "late" else None,
+                    label=f"{c['name']} ({label})")
+            lim += [np.nanmin(sgd), np.nanmax(sgd), np.nanmin(lgv), np.nanmax(lgv)]
+    if lim:
+        lo, hi = np.nanmin(lim), np.nanmax(lim)
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
+    ax.axhline(0, color="k", lw=0.4)
+    ax.axvline(0, color="k", lw=0.4)
+    ax.set_xlabel(r"SGD $\sum_k \Delta\ln d$ (per replica)")
+    ax.set_ylabel(r"Langevin $\sum_k \Delta\ln d$")
+    ax.set_title("distance to the teacher's levels:\nnet change, SGD vs Langevin", fontsize=9)
+    ax.legend(fontsize=6)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

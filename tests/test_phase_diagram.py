@@ -4,6 +4,8 @@ Fast tests use a tiny grid; the acceptance tests (``-m slow``) run the quick pre
 ``dbm reproduce phase-diagram --quick`` once and check the three phases on it.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 import dysonbm
 
-from dysonbm import config, observables, phase_plots, phases, runner
+from dysonbm import config, observables, phase_langevin, phase_plots, phases, runner
 from dysonbm.models.multilayer import Multilayer
 from dysonbm.reproduce import phase_diagram
 
@@ -112,6 +114,31 @@ def test_divergent_point_is_flagged_and_the_sweep_finishes(tiny, tmp_path):
     assert all(p.stat().st_size > 10_000 for p in written)
 
 
+def test_langevin_check_wiring_on_a_small_run(tiny, tmp_path):
+    """The cross-check pieces of the reproduction on the tiny run (its own snapshots stand in
+    for the dense run): one row per point and window, JSON-able, a figure and a report table."""
+    s = phases.assemble(tiny)
+    points = phase_diagram.langevin_points(tiny, s)
+    assert set(points) >= {"ordered", "paramagnetic", "glassy"}
+    assert len(set(points.values())) == len(points)
+    over = phase_diagram.langevin_overrides(config.from_dict(config.tomllib.loads(TINY)), s, points)
+    assert [b["lr"][0] for b in over["sweep"]] == [s["lr"][p] for p in points.values()]
+    dense = dysonbm.Results(tiny.manifest, {k: v[list(points.values())] if v.ndim and v.shape[0] == len(tiny.points) else v
+                                            for k, v in tiny.arrays.items()}, tiny.axes)
+    rows = phase_diagram.langevin_check(tiny, s, dense, points)
+    assert len(rows) == 2 * len(points)
+    for r in rows:
+        assert r["sgd"]["regime"] in phase_langevin.REGIMES
+        assert r["langevin"]["regime"] in phase_langevin.REGIMES
+        assert r["x_hat"].shape[1:] == r["x_start"].shape
+    json.dumps([phase_diagram._plain(r) for r in rows])
+    text = "\n".join(phase_diagram.langevin_section(rows, {}, dense))
+    assert "| ordered |" in text and "Langevin regime" in text
+    path = phase_plots.langevin_levels(dense, [r for r in rows if r["window"] == "early"], s["teacher"],
+                                       tmp_path / "lg.png", late=[r for r in rows if r["window"] == "late"])
+    assert path.stat().st_size > 10_000
+
+
 def test_drift_passes_uses_a_majority_of_late_snapshots():
     K, L = 16, 32
     # one replica with the criterion true at 3 of the 4 late snapshots, one at 1 of 4
@@ -177,7 +204,25 @@ def test_quick_strong_disorder_low_T_is_frozen(quick):
 def test_quick_report_and_figures(quick):
     out, report, _, _ = quick
     text = report.read_text()
-    for heading in ("Critical temperature", "Fractions per grid point", "Equal α/|B|", "Acceptance"):
+    for heading in ("Critical temperature", "Fractions per grid point", "Equal α/|B|", "Acceptance", "Langevin cross-check"):
         assert heading in text
-    for name in ("heatmaps.png", "phase_map.png", "levels.png", "batch_size.png"):
+    for name in ("heatmaps.png", "phase_map.png", "levels.png", "batch_size.png", "langevin.png"):
         assert (out / name).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_quick_langevin_predicts_the_sgd_regime(quick):
+    """Issue point 4: at the ordered and paramagnetic acceptance points the level SDE with the
+    measured coefficients predicts SGD's regime over the dense early window, and the deciding
+    statistic (the net change of the distance to the teacher's levels) is resolved on both
+    sides beyond 3 standard errors over replicas."""
+    out, report, _, _ = quick
+    rows = {(r["name"], r["window"]): r for r in json.loads((out / "langevin.json").read_text())}
+    for name, expected in (("ordered", "convergence"), ("paramagnetic", "growth")):
+        r = rows[(name, "early")]
+        assert r["sgd"]["regime"] == expected, r["sgd"]
+        assert r["langevin"]["regime"] == expected, r["langevin"]
+        for side in ("sgd", "langevin"):
+            assert abs(r[side]["net"]["d"]) > 3 * r[side]["se"]["d"], (name, side, r[side])
+    assert rows[("glassy", "early")]["sgd"]["regime"] == "frozen"
+    assert "Langevin cross-check" in report.read_text()

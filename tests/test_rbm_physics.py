@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 
 import dysonbm as dbm
 from dysonbm.models.gaussian_rbm import fixed_points, lattice_eigenvalues

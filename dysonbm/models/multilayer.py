@@ -120,6 +120,8 @@ class Multilayer(Model):
             mean_spacing ū = (x_1 − x_K)/(K − 1)
             K_t, V_t     drift and Coulomb terms of the extreme levels
             level_drift  K̃_ii,  pair_noise Ṽ_ij               coefficients of the level SDE
+            level_ito    C̃_ii,  level_stiffness γ_i           its Itô term and drift slope
+                                                               (`dysonbm.observables.level_terms`)
 
         with K̃, Ṽ the mean and variance over test samples of Uᵀ dX_n U (dX_n = W g_nᵀ + g_n Wᵀ,
         g_n = −∂ℓ_n/∂W) in the eigenbasis U of X; see `dysonbm.observables`.
@@ -130,6 +132,8 @@ class Multilayer(Model):
         g = obs.per_sample_grads_from_features(params, z, phi0, y, self.activation)
         drift, noise, levels = obs.projected_increment_moments(params, g)
         k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
+        ito, stiffness = obs.level_terms(
+            params, lambda w: obs.per_sample_grads_from_features(w, z, phi0, y, self.activation))
         return {
             "q": obs.overlap(s0, s),
             "hs": obs.field_alignment(s, y, z),
@@ -139,10 +143,13 @@ class Multilayer(Model):
             "V_t": v_t,
             "level_drift": jnp.diagonal(drift),
             "pair_noise": noise,
+            "level_ito": ito,
+            "level_stiffness": stiffness,
         }
 
     def observable_axes(self):
         return {
             "q": (), "hs": (), "gram": ("level",), "mean_spacing": (), "K_t": (), "V_t": (),
             "level_drift": ("level",), "pair_noise": ("level", "level2"),
+            "level_ito": ("level",), "level_stiffness": ("level",),
         }
