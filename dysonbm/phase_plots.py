@@ -25,6 +25,16 @@ PHASE_COLORS = {
 }
 
 
+def _save(fig, path, title=None) -> Path:
+    """Write the figure (with an optional suptitle), close it, return its path."""
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _edges(centres):
     """Cell edges on a log axis: geometric midpoints, extended by half a step at the ends."""
     c = np.log(np.asarray(centres, dtype=float))
@@ -102,12 +112,7 @@ def heatmaps(summary, path, select=None, title="") -> Path:
         _overlay(ax, summary, select, legend=(key == "loss"))
         _mark_divergent(ax, summary, select)
         ax.set_title(label, fontsize=10)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def phase_map(summary, path, select=None, title="") -> Path:
@@ -131,10 +136,7 @@ def phase_map(summary, path, select=None, title="") -> Path:
     handles.append(plt.Line2D([], [], color="m", ls="-.", lw=2, label=r"$\sigma_W^2=1/2$"))
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or r"SGD phases (majority label; $f_d$ = fraction passing the drift criterion)")
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def level_trajectories(results, picks: dict, teacher, path) -> Path:
@@ -160,10 +162,7 @@ def level_trajectories(results, picks: dict, teacher, path) -> Path:
                      fontsize=9)
     axes[0][0].plot([], [], "k--", lw=0.6, label=r"teacher $x_i^*$")
     axes[0][0].legend(fontsize=8)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def batch_comparison(summary, path, title="") -> Path:
@@ -182,12 +181,7 @@ def batch_comparison(summary, path, title="") -> Path:
         ax.set_xscale("log")
         ax.set_xlabel(r"temperature $T=\alpha/|B|$")
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def langevin_levels(results, checks: list[dict], teacher, path, late: list[dict] | None = None, levels: int = 6) -> Path:
@@ -241,7 +235,4 @@ def langevin_levels(results, checks: list[dict], teacher, path, late: list[dict]
     ax.set_ylabel(r"Langevin $\sum_k \Delta\ln d$")
     ax.set_title("distance to the teacher's levels:\nnet change, SGD vs Langevin", fontsize=9)
     ax.legend(fontsize=6)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
