@@ -121,7 +121,7 @@ def test_stiffness_is_integrated_exactly():
 
 def test_level_terms_match_finite_differences_and_direct_formula():
     with jax.enable_x64(True):
-        model = Multilayer()
+        model = Multilayer(level_sde=True)
         problem = model.problem(jax.random.key(0))
         test = jax.vmap(lambda k: model.sample(k, problem))(jax.random.split(jax.random.key(2), 64))
         w = model.init(jax.random.key(3), problem, {"init_std": 1.0})[0]

@@ -54,6 +54,9 @@ class Multilayer(Model):
     hidden: int = 32  # L
     features: int = 16  # K
     activation: str = "tanh"
+    # record the Itô term and drift slope of the level SDE (the Langevin cross-check); they
+    # cost K gradient JVPs on the test set per snapshot, about 10³ training steps' worth
+    level_sde: bool = False
 
     def __post_init__(self):
         for name in ("d_in", "hidden", "features"):
@@ -121,7 +124,7 @@ class Multilayer(Model):
             K_t, V_t     drift and Coulomb terms of the extreme levels
             level_drift  K̃_ii,  pair_noise Ṽ_ij               coefficients of the level SDE
             level_ito    C̃_ii,  level_stiffness γ_i           its Itô term and drift slope
-                                                               (`dysonbm.observables.level_terms`)
+                                                 (``level_sde`` only; `dysonbm.observables.level_terms`)
 
         with K̃, Ṽ the mean and variance over test samples of Uᵀ dX_n U (dX_n = W g_nᵀ + g_n Wᵀ,
         g_n = −∂ℓ_n/∂W) in the eigenbasis U of X; see `dysonbm.observables`.
@@ -132,9 +135,7 @@ class Multilayer(Model):
         g = obs.per_sample_grads_from_features(params, z, phi0, y, self.activation)
         drift, noise, levels = obs.projected_increment_moments(params, g)
         k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
-        ito, stiffness = obs.level_terms(
-            params, lambda w: obs.per_sample_grads_from_features(w, z, phi0, y, self.activation))
-        return {
+        out = {
             "q": obs.overlap(s0, s),
             "hs": obs.field_alignment(s, y, z),
             "gram": levels,
@@ -143,13 +144,15 @@ class Multilayer(Model):
             "V_t": v_t,
             "level_drift": jnp.diagonal(drift),
             "pair_noise": noise,
-            "level_ito": ito,
-            "level_stiffness": stiffness,
         }
+        if self.level_sde:
+            out["level_ito"], out["level_stiffness"] = obs.level_terms(
+                params, lambda w: obs.per_sample_grads_from_features(w, z, phi0, y, self.activation))
+        return out
 
     def observable_axes(self):
         return {
             "q": (), "hs": (), "gram": ("level",), "mean_spacing": (), "K_t": (), "V_t": (),
             "level_drift": ("level",), "pair_noise": ("level", "level2"),
-            "level_ito": ("level",), "level_stiffness": ("level",),
+            **({"level_ito": ("level",), "level_stiffness": ("level",)} if self.level_sde else {}),
         }
