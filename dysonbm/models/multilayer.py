@@ -55,7 +55,7 @@ class Multilayer(Model):
     features: int = 16  # K
     activation: str = "tanh"
     # record the Itô term and drift slope of the level SDE (the Langevin cross-check); they
-    # cost K gradient JVPs on the test set per snapshot, about 10³ training steps' worth
+    # cost K gradient JVPs on the test set per snapshot, about 5×10³ training steps' worth
     level_sde: bool = False
 
     def __post_init__(self):
