@@ -406,12 +406,14 @@ class PointComparison:
     def ratio(self) -> float:
         return self.sgd.mean_s / self.langevin.mean_s
 
+    def _ratio_err(self, ratio, sgd, sgd_err, lang, lang_err) -> float:
+        # a Langevin statistic scales as sqrt(D): D's error enters at half its relative size
+        return ratio * math.sqrt((sgd_err / sgd) ** 2 + (lang_err / lang) ** 2 + (0.5 * self.D_err / self.D) ** 2)
+
     @property
     def ratio_err(self) -> float:
-        rel = math.sqrt((self.sgd.mean_s_err / self.sgd.mean_s) ** 2
-                        + (self.langevin.mean_s_err / self.langevin.mean_s) ** 2
-                        + (0.5 * self.D_err / self.D) ** 2)
-        return self.ratio * rel
+        return self._ratio_err(self.ratio, self.sgd.mean_s, self.sgd.mean_s_err,
+                               self.langevin.mean_s, self.langevin.mean_s_err)
 
     @property
     def width_ratio(self) -> float:
@@ -419,10 +421,8 @@ class PointComparison:
 
     @property
     def width_ratio_err(self) -> float:
-        rel = math.sqrt((self.sgd.width_err / self.sgd.width) ** 2
-                        + (self.langevin.width_err / self.langevin.width) ** 2
-                        + (0.5 * self.D_err / self.D) ** 2)
-        return self.width_ratio * rel
+        return self._ratio_err(self.width_ratio, self.sgd.width, self.sgd.width_err,
+                               self.langevin.width, self.langevin.width_err)
 
     @property
     def rms_ratio(self) -> float:
