@@ -8,6 +8,9 @@ their ratio.
 
     python benchmarks/bench_engine.py            # R = 1, 64, 1024 on all devices and on one
     python benchmarks/bench_engine.py --quick    # fewer steps
+
+It also prices the published ensemble (a teacher, dataset and test set per replica) against
+one teacher for the run and one dataset per grid point, at the largest R, side by side.
 """
 
 from __future__ import annotations
@@ -52,29 +55,34 @@ def numpy_loop(replicas: int, steps: int, lr: float = 0.5, seed: int = 0) -> flo
     return replicas * steps / (time.perf_counter() - start)
 
 
-def engine_rate(replicas: int, steps: int, devices: int, unroll: int = 1) -> float:
+#: one teacher and test set for the run, one dataset per grid point (the cheapest ensemble)
+SHARED_ENSEMBLE = {"problem": "run", "inputs": "point", "test": "run"}
+
+
+def engine_rate(replicas: int, steps: int, devices: int, unroll: int = 1, ensemble: dict | None = None) -> float:
     """Replica-steps/s of dbm's engine over all chunks of the run (the runner's own chunk
-    size; compilation excluded: chunk 0 runs one untimed segment first)."""
+    size; compilation excluded: chunk 0 runs one untimed segment first). ``ensemble``: the
+    `[ensemble]` table (default: the published one, everything per replica)."""
     raw = {
         "name": "bench", "seed": 0, "replicas": replicas, "steps": 2 * steps, "snapshot_every": steps,
         "model": {"name": "multilayer", "activation": "tanh", "features": K, "hidden": L, "d_in": D},
         "train": {"lr": 0.5, "batch_size": BATCH, "init_std": 1.0},
-        "data": {"protocol": "shared", "batches_per_epoch": BATCHES},
+        "data": {"protocol": "fixed", "batches_per_epoch": BATCHES},
         "record": {"spectra": False},
         "run": {"segment_snapshots": 1, "unroll": unroll},
+        "ensemble": ensemble or {},
     }
     plan = runner.Plan(config.from_dict(raw), devices=devices)
-    shared = plan.chunk_shared()
-    _, keys, hp, points = plan.chunk_inputs(0)
-    state, data, _ = plan.init(keys, hp, shared, points)
-    jax.block_until_ready(plan.segment(state, hp, data, shared, jnp.int32(0)))  # compile
+    _, keys, hp = plan.chunk_inputs(0)
+    state, data, _ = plan.init(keys, hp)
+    jax.block_until_ready(plan.segment(state, hp, data, jnp.int32(0)))  # compile
     elapsed = 0.0
     for c in range(plan.n_chunks):
-        _, keys, hp, points = plan.chunk_inputs(c)
-        state, data, _ = plan.init(keys, hp, shared, points)
+        _, keys, hp = plan.chunk_inputs(c)
+        state, data, _ = plan.init(keys, hp)
         jax.block_until_ready(state)
         start = time.perf_counter()
-        state, obs = plan.segment(state, hp, data, shared, jnp.int32(0))
+        state, obs = plan.segment(state, hp, data, jnp.int32(0))
         jax.block_until_ready(obs)
         elapsed += time.perf_counter() - start
     return replicas * steps / elapsed
@@ -102,6 +110,12 @@ def main(argv=None) -> int:
                 continue
             rate = engine_rate(r, steps, d, args.unroll)
             print(f"{r:>6} {d:>7} {rate:>16,.0f} {rate / ref:>9.1f}", flush=True)
+    r = max(args.replicas)
+    steps = max(2000, int(scale * min(200_000, 2_000_000 / r)))
+    own = engine_rate(r, steps, n_dev, args.unroll)
+    shared = engine_rate(r, steps, n_dev, args.unroll, SHARED_ENSEMBLE)
+    print(f"\nensemble at R = {r} on {n_dev} devices: everything per replica (published) {own:,.0f}, "
+          f"one teacher and one dataset per point {shared:,.0f} replica-steps/s; cost {1 - own / shared:+.1%}")
     return 0
 
 

@@ -1,14 +1,21 @@
 """The `dbm` command: a thin layer over the library.
 
 Bad input prints one line naming the field and the value and exits with status 2, before
-anything is written.
+anything is written. An existing directory is replaced (--overwrite) or continued
+(--resume) only if dbm wrote it. SIGINT and SIGTERM stop a run at a segment boundary or
+sooner, keep its checkpoint and print one line with the command that resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
+import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 EXAMPLES = """\
@@ -25,8 +32,15 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other bad input (usage stays in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"dbm: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="dbm",
         description="Random-matrix dynamics of learning: SGD replicas and Dyson Brownian motion in JAX.",
         epilog=EXAMPLES,
@@ -68,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("name", choices=sorted(REGISTRY))
     rep.add_argument("--quick", action="store_true", help="a preset that finishes on a laptop CPU")
     rep.add_argument("--out", help="output directory (default: results/<name>[-quick])")
+    rep.add_argument("--overwrite", action="store_true", help="rerun into an existing output directory of this reproduction")
+    rep.add_argument("--resume", action="store_true", help="continue an interrupted reproduction (finished runs are reused)")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     plot = sub.add_parser("plot", help="draw the figures of a results directory (PNG)")
@@ -133,55 +149,206 @@ def cmd_run(args) -> int:
     if args.resume and args.overwrite:
         return fail("--resume and --overwrite: choose one")
     out = Path(args.out) if args.out else Path("results") / cfg.name
+    part = shard or (dist and (dist[2], dist[1]))
 
-    from dysonbm import runner
+    from dysonbm import io, runner
 
+    try:
+        runner.check_sizes(cfg, part)  # before anything proportional to the run is allocated
+    except ConfigError as err:
+        return fail(str(err))
     if args.dry_run:
+        from dysonbm import sizes
+
         try:
-            plan = runner.Plan(cfg, devices=args.devices, chunk_size=args.chunk_size,
-                               shard=shard or (dist and (dist[2], dist[1])))
+            with interrupts_raise():
+                plan = runner.Plan(cfg, devices=args.devices, chunk_size=args.chunk_size, shard=part)
+                sizes.check_plan(plan)
+                text = runner.dry_run(plan)
+        except KeyboardInterrupt as err:
+            return interrupted(err, "", "dry-run")
         except (ConfigError, ValueError) as err:
             return fail(str(err))
-        print(runner.dry_run(plan))
+        except RuntimeError as err:
+            return _device_error(err)
+        print(text)
+        print(f"  grid: {io.grid_text(cfg.to_dict())}")
         return 0
 
     status = runner.state_of(out)  # a multi-process job's DIR is complete once merged
-    if args.resume and status == "complete":
-        print(f"{out}: results complete, nothing to resume")
-        return 0
     if status != "missing" and not (args.overwrite or args.resume) and not dist:
         return fail(f"--out = '{out}': exists (use --overwrite to replace it, --resume to continue it)")
+    problem = out_problem(out, replace=status != "missing")
+    if problem:
+        return fail(problem)
+    if args.resume and status == "complete":
+        try:
+            found = runner.results_mismatch(io.load(out).manifest, cfg, None if dist else shard)
+        except (FileNotFoundError, ValueError) as err:
+            return fail(str(err))
+        if found:
+            return fail(f"--resume: {out} holds the complete results of another config ({found}); "
+                        "rerun with the same config, or with --overwrite")
+        print(f"{out}: results complete, nothing to resume")
+        return 0
 
     kw = dict(overwrite=args.overwrite, progress=not args.quiet, devices=args.devices,
               chunk_size=args.chunk_size, resume=args.resume)
     try:
-        if dist:
-            import jax
+        with interrupts_raise():
+            if dist:
+                import jax
 
-            jax.distributed.initialize(coordinator_address=dist[0], num_processes=dist[1], process_id=dist[2])
-            results = runner.run_distributed(cfg, out, process_id=dist[2], num_processes=dist[1], **kw)
-            if dist[2] != 0:
-                out = out / f"part-{dist[2]}"
-        else:
-            results = runner.run(cfg, out=out, shard=shard, **kw)
+                jax.distributed.initialize(coordinator_address=dist[0], num_processes=dist[1], process_id=dist[2])
+                results = runner.run_distributed(cfg, out, process_id=dist[2], num_processes=dist[1], **kw)
+                if dist[2] != 0:
+                    out = out / f"part-{dist[2]}"
+            else:
+                results = runner.run(cfg, out=out, shard=shard, **kw)
+    except KeyboardInterrupt as err:
+        state = runner.state_of(out / f"part-{dist[2]}" if dist and runner.state_of(out) != "complete" else out)
+        return interrupted(err, _resume_command(args, out), state)
     except (ConfigError, ValueError, FileExistsError) as err:  # CheckpointError is a ValueError
         return fail(str(err))
+    except OSError as err:  # a disk that fills up, a folder removed under the run
+        return fail(f"--out = '{out}': {err.strerror or err} ({err.filename or out})")
+    except MemoryError:
+        return fail(f"--out = '{out}': out of host memory (try fewer replicas or snapshots)")
+    except RuntimeError as err:
+        return _device_error(err)
     print(results.summary())
     print(f"results written to {out}")
     return 0
+
+
+def _device_error(err: RuntimeError) -> int:
+    """One line for a device that ran out of memory (the size checks count only what they
+    can see); any other runtime error is a bug and keeps its traceback."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if "RESOURCE_EXHAUSTED" not in text:
+        raise err
+    return fail(f"out of device memory ({text}); try a smaller --chunk-size, batch_size or dataset")
+
+
+def _resume_command(args, out: Path) -> str:
+    """The command line that continues this run from its checkpoint."""
+    parts = ["dbm", "run", args.config]
+    for item in args.overrides:
+        parts += ["--set", item]
+    parts += ["--out", str(out), "--resume"]
+    for flag in ("devices", "chunk_size", "shard", "coordinator", "num_processes", "process_id"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.quiet:
+        parts.append("--quiet")
+    return shlex.join(parts)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the main thread is; ``args[0]`` is the signal number."""
+
+
+@contextlib.contextmanager
+def interrupts_raise():
+    """SIGINT and SIGTERM raise `Interrupted` (SIGTERM would otherwise end the process
+    without unwinding: no temporary file removed, no line printed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def interrupted(err: KeyboardInterrupt, resume: str, done: str = "missing") -> int:
+    """One line for a stopped command (``done``: the `runner.state_of` its output was left
+    in) with the command that resumes it; the exit status is 128 + the signal number."""
+    signum = err.args[0] if isinstance(err, Interrupted) else signal.SIGINT
+    name = signal.Signals(signum).name
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # past a progress line rewritten in place
+    if done == "complete":
+        print(f"dbm: {name}: stopped after the results were complete", file=sys.stderr)
+    elif not resume:
+        print(f"dbm: {name}: stopped, nothing was written", file=sys.stderr)
+    else:
+        kept = "the checkpoint is kept" if done == "checkpoint" else "nothing was saved yet"
+        print(f"dbm: {name}: stopped, {kept}; resume with: {resume}", file=sys.stderr)
+    return 128 + signum
+
+
+def out_problem(out: Path, replace: bool = False, renamed: bool = True, flag: str = "--out") -> str | None:
+    """Why nothing can be written at ``out``, decided before anything runs, or None.
+
+    Refused: a path under a file, a folder that cannot be written, (with ``replace``) an
+    existing ``out`` that dbm did not write, and (where the folder is ``renamed`` into
+    place) the current directory or one above it, which cannot be renamed away.
+    """
+    from dysonbm import io
+
+    try:
+        here, target = Path.cwd().resolve(), out.resolve()
+    except OSError as err:
+        return f"{flag} = '{out}': {err.strerror or err}"
+    if renamed and (target == here or target in here.parents):
+        return f"{flag} = '{out}': the current directory or one above it; give a folder to create or replace"
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            return f"{flag} = '{out}': exists and is not a directory"
+        if replace:
+            reason = io.not_ours(out)
+            if reason:
+                return f"{flag} = '{out}': {reason}; dbm replaces only a directory it wrote"
+        why = _cannot_write(out)
+        if why:
+            return f"{flag} = '{out}': cannot write in it ({why})"
+    base = next((p for p in out.parents if p.exists() or p.is_symlink()), Path("."))
+    if not base.is_dir():
+        return f"{flag} = '{out}': {base} is not a directory"
+    why = _cannot_write(base)
+    if why:
+        return f"{flag} = '{out}': cannot write in {base} ({why})"
+    return None
+
+
+def _cannot_write(folder: Path) -> str | None:
+    """Create and remove a probe folder: the one test of writability that root, ACLs and
+    read-only mounts all answer truthfully."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dbm-probe-", dir=folder))
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    return None
 
 
 def cmd_merge(args) -> int:
     from dysonbm import io
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
+    exists = out.exists() or out.is_symlink()
+    if exists and not args.overwrite:
         return fail(f"--out = '{out}': exists (use --overwrite to replace it)")
+    problem = out_problem(out, replace=exists)
+    if problem:
+        return fail(problem)
     try:
         merged = io.merge([io.load(d) for d in args.dirs])
     except (FileNotFoundError, ValueError) as err:  # MergeError is a ValueError
         return fail(str(err))
-    io.save(merged, out, overwrite=args.overwrite)
+    try:
+        io.save(merged, out, overwrite=args.overwrite)
+    except FileExistsError as err:
+        return fail(str(err))
+    except OSError as err:
+        return fail(f"--out = '{out}': {err.strerror or err}")
     print(merged.summary())
     print(f"merged {len(args.dirs)} shards into {out}")
     return 0
@@ -201,14 +368,26 @@ def cmd_show(args) -> int:
 def cmd_reproduce(args) -> int:
     from dysonbm import reproduce
     from dysonbm.config import ConfigError
+    from dysonbm.runner import CheckpointError
 
     out = Path(args.out) if args.out else Path("results") / (args.name + ("-quick" if args.quick else ""))
-    if out.exists() and not out.is_dir():
-        return fail(f"--out {out}: exists and is not a directory")
+    if args.resume and args.overwrite:
+        return fail("--resume and --overwrite: choose one")
+    module = reproduce.get(args.name)
+    problem = out_problem(out, renamed=False) or reproduce.out_problem(module, out, args.overwrite or args.resume)
+    if problem:
+        return fail(problem)
+    resume = ["dbm", "reproduce", args.name, *(["--quick"] if args.quick else []), "--out", str(out), "--resume",
+              *(["--quiet"] if args.quiet else [])]
     try:
-        report = reproduce.get(args.name).run(out, quick=args.quick, progress=not args.quiet)
-    except ConfigError as err:
+        with interrupts_raise():
+            report = module.run(out, quick=args.quick, progress=not args.quiet, resume=args.resume)
+    except KeyboardInterrupt as err:
+        return interrupted(err, shlex.join(resume), "checkpoint" if out.is_dir() else "missing")
+    except (ConfigError, CheckpointError, FileExistsError) as err:
         return fail(str(err))
+    except OSError as err:
+        return fail(f"--out = '{out}': {err.strerror or err} ({err.filename or out})")
     print(f"report written to {report}")
     return 0
 
@@ -221,7 +400,13 @@ def cmd_plot(args) -> int:
     except (FileNotFoundError, ValueError) as err:
         return fail(str(err))
     out = Path(args.out) if args.out else Path(args.dir) / "figures"
-    written = plots.plot_results(results, out)
+    problem = out_problem(out, renamed=False)
+    if problem:
+        return fail(problem)
+    try:
+        written = plots.plot_results(results, out)
+    except OSError as err:
+        return fail(f"--out = '{out}': {err.strerror or err}")
     if not written:
         return fail(f"{args.dir}: no figure applies to model {results.config['model']['name']!r}")
     for path in written:

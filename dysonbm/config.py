@@ -11,7 +11,9 @@ A config file has top-level keys and a few sections::
     [model]      # name = "teacher_student" (see dysonbm.models.REGISTRY) and the model's
                  # own static settings (fields of its dataclass)
     [train]      # lr, batch_size, init_std (defaults for the grid), optimizer
-    [data]       # protocol = "online" | "fixed" | "shared", batches_per_epoch or n_data, ...
+    [data]       # protocol = "online" | "fixed", batches_per_epoch or n_data, ...
+    [ensemble]   # what a replica draws for itself: problem / inputs / noise / test =
+                 # "replica" | "point" | "run" (dysonbm.ensemble; defaults: the published protocol)
     [divergence] # bounds beyond which a replica is declared diverged and frozen
     [record]     # what is saved at snapshots
     [run]        # chunking and devices (never changes the numbers)
@@ -59,11 +61,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    protocol: str = "online"  # online | fixed | shared
+    protocol: str = "online"  # online (fresh samples every step) | fixed (a finite dataset)
     batches_per_epoch: int = 0  # dataset of batches_per_epoch * batch_size samples
     n_data: int = 0  # or a dataset of n_data samples whatever the batch size
     reshuffle: bool = False  # reshuffle the dataset each epoch (else fixed order)
-    n_test: int = 128  # held-out test set shared by all replicas
+    n_test: int = 128  # held-out test set (drawn at the [ensemble] test granularity)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ SECTIONS = {
     "run": RunConfig,
 }
 TOP_LEVEL = {"name": str, "seed": int, "replicas": int, "steps": int, "snapshot_every": int}
+SEED_MAX = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: 2**32 would be seed 0 again
+INT32_MAX = 2**31 - 1  # steps, batch sizes and replica ids are int32 on device
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class Config:
     steps: int = 1000
     snapshot_every: int = 100
     model_params: dict = field(default_factory=dict)
+    ensemble: dict = field(default_factory=dict)  # as requested; `resolved_ensemble` fills in defaults
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
     divergence: DivergenceConfig = DivergenceConfig()
@@ -122,6 +127,7 @@ class Config:
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in TOP_LEVEL}
         out["model"] = {"name": self.model, **self.model_params}
+        out["ensemble"] = dict(self.ensemble)
         for name in SECTIONS:
             out[name] = dataclasses.asdict(getattr(self, name))
         out["sweep"] = [dict(s) for s in self.sweeps]
@@ -133,6 +139,8 @@ class Config:
 
 def load_toml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("config", str(path), "is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError("config", str(path), "no such file")
     try:
@@ -140,6 +148,10 @@ def load_toml(path: str | Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("config", str(path), f"malformed TOML ({err})") from None
+    except UnicodeDecodeError as err:  # tomllib decodes the bytes as UTF-8 itself
+        raise ConfigError("config", str(path), f"not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r})") from None
+    except OSError as err:
+        raise ConfigError("config", str(path), f"cannot be read ({err.strerror or type(err).__name__})") from None
 
 
 def parse_value(text: str) -> Any:
@@ -151,15 +163,21 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
-    """Set dotted keys (`train.lr`, `model.noise`, `steps`) in a raw config dict (copied)."""
+    """Set dotted keys (`train.lr`, `model.noise`, `steps`) in a raw config dict (copied).
+
+    All ``sweep.<name>`` keys together make ONE product block: merged into the file's sweep
+    when it has a single block (a key swept there is replaced, not added twice), else the
+    block replaces the file's blocks. ``sweep`` itself replaces the whole list of blocks.
+    """
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    block = {}
     for key, value in overrides.items():
         parts = key.split(".")
-        if parts[0] == "sweep":
-            if len(parts) == 2:  # --set sweep.lr=[...] replaces the sweep by one block
-                raw["sweep"] = [{parts[1]: value}]
-                continue
-            raise ConfigError(key, value, "use sweep.<name>=[values]")
+        if parts[0] == "sweep" and len(parts) > 1:
+            if len(parts) != 2 or not parts[1]:
+                raise ConfigError(key, value, "use sweep.<name>=[values]")
+            block[parts[1]] = value
+            continue
         target = raw
         for part in parts[:-1]:
             sub = target.setdefault(part, {})
@@ -167,6 +185,12 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
                 raise ConfigError(key, value, f"{part!r} is not a section")
             target = sub
         target[parts[-1]] = value
+    if block:
+        blocks = raw.get("sweep")
+        blocks = [blocks] if isinstance(blocks, dict) else blocks
+        if isinstance(blocks, list) and len(blocks) == 1 and isinstance(blocks[0], dict):
+            block = {**blocks[0], **block}
+        raw["sweep"] = [block]
     return raw
 
 
@@ -176,6 +200,8 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError("--set", item, "expected key=value")
         key, text = item.split("=", 1)
+        if not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError("--set", item, "expected key=value with a key like train.lr")
         out[key.strip()] = parse_value(text.strip())
     return out
 
@@ -226,7 +252,7 @@ def from_dict(raw: dict) -> Config:
     """Validate a raw dict (as read from TOML) into a Config; raises ConfigError."""
     from dysonbm.models import REGISTRY  # late: models import jax
 
-    allowed = set(TOP_LEVEL) | set(SECTIONS) | {"model", "sweep"}
+    allowed = set(TOP_LEVEL) | set(SECTIONS) | {"model", "sweep", "ensemble"}
     for key, value in raw.items():
         if key not in allowed:
             raise ConfigError(key, value, "unknown key")
@@ -246,9 +272,25 @@ def from_dict(raw: dict) -> Config:
         if key in top and top[key] <= 0:
             raise ConfigError(key, top[key], "must be positive")
     sections = {name: _section(name, cls, raw.get(name)) for name, cls in SECTIONS.items()}
-    cfg = Config(**top, model_params=model_raw, **sections, sweeps=_sweeps(raw.get("sweep")))
+    ensemble = raw.get("ensemble") or {}
+    if not isinstance(ensemble, dict):
+        raise ConfigError("ensemble", ensemble, "expected a table")
+    cfg = Config(**top, model_params=model_raw, ensemble=dict(ensemble), **sections, sweeps=_sweeps(raw.get("sweep")))
     validate(cfg)
+    resolved_ensemble(cfg)
     return cfg
+
+
+def resolved_ensemble(cfg: Config, model=None) -> dict[str, str]:
+    """Granularity of each quenched ingredient: the `[ensemble]` table over the model's
+    published defaults (`dysonbm.ensemble`)."""
+    from dysonbm import ensemble
+
+    model = model if model is not None else build_model(cfg)
+    try:
+        return ensemble.resolve(model, cfg.data.protocol, cfg.ensemble)
+    except ensemble.EnsembleError as err:
+        raise ConfigError(err.field, err.value, str(err)) from None
 
 
 def _sweeps(raw: Any) -> tuple:
@@ -260,6 +302,8 @@ def _sweeps(raw: Any) -> tuple:
         raise ConfigError("sweep", raw, "expected [[sweep]] tables of lists")
     out = []
     for block in raw:
+        if not block:  # would otherwise run the [train] point as if nothing were swept
+            raise ConfigError("sweep", block, "empty [[sweep]] table: give at least one key = [values]")
         out.append({k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in block.items()})
     return tuple(out)
 
@@ -341,16 +385,33 @@ def _check_point(cfg: Config, point: dict) -> None:
     for key in HP_BASE:
         if point[key] <= 0:
             raise ConfigError(where(key), point[key], "must be positive")
+    if point["batch_size"] > INT32_MAX:  # per-replica batch sizes are int32 on device
+        raise ConfigError(where("batch_size"), point["batch_size"], f"at most {INT32_MAX}")
     if cfg.data.protocol != "online" and cfg.data.n_data and point["batch_size"] > cfg.data.n_data:
         raise ConfigError(where("batch_size"), point["batch_size"], f"larger than the dataset (data.n_data = {cfg.data.n_data})")
 
 
 def validate(cfg: Config) -> None:
     t, d, r = cfg.train, cfg.data, cfg.run
+    if not isinstance(cfg.name, str) or not cfg.name or cfg.name in (".", "..") or any(c in cfg.name for c in "/\\\0"):
+        # the default results directory is results/<name>: a path here would escape it
+        raise ConfigError("name", cfg.name, "must be a plain name without path separators (it names results/<name>)")
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError("seed", cfg.seed, f"must be in 0..{SEED_MAX} (the random key keeps 32 bits)")
+    if cfg.steps > INT32_MAX:
+        raise ConfigError("steps", cfg.steps, f"at most {INT32_MAX} (steps are counted in int32)")
     if t.optimizer not in ("sgd", "momentum", "adam"):
         raise ConfigError("train.optimizer", t.optimizer, "one of sgd, momentum, adam")
-    if d.protocol not in ("online", "fixed", "shared"):
-        raise ConfigError("data.protocol", d.protocol, "one of online, fixed, shared")
+    # every optimiser setting is checked whatever the optimiser, so a later switch cannot diverge
+    for name in ("momentum", "b1", "b2"):
+        if not 0 <= getattr(t, name) < 1:
+            raise ConfigError(f"train.{name}", getattr(t, name), "must be in [0, 1)")
+    if not t.eps > 0:
+        raise ConfigError("train.eps", t.eps, "must be positive")
+    if d.protocol == "shared":
+        raise ConfigError("data.protocol", d.protocol, 'use protocol = "fixed" with [ensemble] inputs = "point"')
+    if d.protocol not in ("online", "fixed"):
+        raise ConfigError("data.protocol", d.protocol, "one of online, fixed")
     if d.protocol != "online":
         if d.batches_per_epoch and d.n_data:
             raise ConfigError("data.n_data", d.n_data, "give either data.n_data or data.batches_per_epoch")
@@ -373,5 +434,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("run.unroll", r.unroll, "must be at least 1")
     if r.dtype not in ("float32", "float64"):
         raise ConfigError("run.dtype", r.dtype, "float32 or float64")
+    from dysonbm import sizes
+
+    sizes.check_grid(cfg)  # before the grid is expanded into a list of points
     model = build_model(cfg)
     grid_points(cfg, model)

@@ -216,6 +216,32 @@ def _check_potential(pot: Potential, hp, field: str = "potential") -> None:
         raise ValueError(f"{field}={pot.name!r} must map one scalar level to a scalar, got output shape {shape}")
 
 
+def _check_confining(pot: Potential, hp) -> None:
+    """Raise ValueError where a named potential is unbounded below (every level runs away):
+    g < 0, or a negative quadratic coefficient with no positive quartic term to hold it."""
+    ok = None
+    if pot.name == "quartic" and "g" in pot.params and "g" in hp:
+        g = np.asarray(hp["g"], dtype=float)
+        if not np.all(g >= 0):
+            raise ValueError(f"g must be >= 0 (U is unbounded below otherwise), got g={_first_bad(g, g >= 0)}")
+        ok = g > 0  # a double well: γ < 0 is held by the quartic term
+    if pot.quadratic is None or pot.quadratic not in hp:
+        return
+    v = np.asarray(hp[pot.quadratic], dtype=float)
+    ok = v >= 0 if ok is None else (v >= 0) | ok
+    if not np.all(ok):
+        name = pot.quadratic
+        raise ValueError(f"{name} must be >= 0 for potential={pot.name!r} (U is unbounded below otherwise), "
+                         f"got {name}={_first_bad(v, np.broadcast_to(ok, v.shape))}")
+
+
+def _check_rate(hp) -> None:
+    """Raise ValueError for a negative decay rate γ of a matrix process (it would blow up)."""
+    v = np.asarray(hp["gamma"], dtype=float)
+    if not np.all(v >= 0):
+        raise ValueError(f"gamma must be >= 0 (a negative rate grows without bound), got gamma={_first_bad(v, v >= 0)}")
+
+
 # --------------------------------------------------------------------------------------
 # small numerical helpers
 # --------------------------------------------------------------------------------------
@@ -860,6 +886,7 @@ class DysonBM(_LogGas):
         self.validate(self.defaults())
 
     def _validate_more(self, hp):
+        _check_confining(self.potential, hp)
         if self.start == "semicircle":
             v = np.asarray(hp[self.potential.quadratic], dtype=float)
             if not np.all(v > 0):
@@ -964,6 +991,7 @@ class WishartProcess(_LogGas):
         ok = beta * (self.m - self.n + 1) >= 1 - 1e-12
         if not np.all(ok):
             raise ValueError(f"beta must satisfy beta*(m - n + 1) >= 1 for the Wishart process, got beta={_first_bad(beta, ok)}")
+        _check_confining(self.potential, hp)
         if self.start == "stationary":
             name = self.potential.quadratic
             v = np.asarray(hp[name], dtype=float)
@@ -1072,6 +1100,7 @@ class MatrixDBM(Process):
         self.validate(self.defaults())
 
     def _validate_more(self, hp):
+        _check_rate(hp)
         if self.start == "semicircle":
             v = np.asarray(hp["gamma"], dtype=float)
             if not np.all(v > 0):
@@ -1137,6 +1166,7 @@ class MatrixWishart(Process):
         self.validate(self.defaults())
 
     def _validate_more(self, hp):
+        _check_rate(hp)
         if self.start == "stationary":
             v = np.asarray(hp["gamma"], dtype=float)
             if not np.all(v > 0):

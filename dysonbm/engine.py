@@ -2,19 +2,22 @@
 
 A `Simulation` is three pure functions of ONE replica (no replica axis)::
 
-    init(key, hp, shared, point)       -> (state, replica_data)   # point: grid point index
-    step(state, t, hp, data, shared)   -> state          # t: the global step index
-    observe(state, hp, data, shared)   -> {name: array}  # at snapshots only
+    init(keys, hp)              -> (state, data)    # keys: the replica's and its ingredients'
+    step(state, t, hp, data)    -> state            # t: the global step index
+    observe(state, hp, data)    -> {name: array}    # at snapshots only
 
-``hp`` holds the replica's hyperparameters (traced scalars), ``replica_data`` what is fixed per
-replica (its dataset under the ``fixed`` protocol), ``shared`` what all replicas read (the
-problem, the test set, per-point datasets under ``shared``). `segment_fn` turns a simulation
-into ``run_segment(state, hp, data, shared, t0) -> (state, observables[snapshot])``, the
-function the runner jits and calls between checkpoints.
+``hp`` holds the replica's hyperparameters (traced scalars), ``data`` its quenched disorder:
+its problem, its test set and its training set (or, online, the keys of its data stream),
+each drawn from the key of its granularity (`dysonbm.ensemble`), so a replica that shares
+its inputs with its grid point draws the same inputs as its neighbours, by itself. Everything
+a replica reads is its own array: a contraction of a replica-batched with an unbatched
+operand would be lowered to one large product whose summation order depends on the chunk.
+`segment_fn` turns a simulation into ``run_segment(state, hp, data, t0) -> (state,
+observables[snapshot])``, the function the runner jits and calls between checkpoints.
 
-Randomness: a replica's key is fixed; step t uses ``fold_in(key, t)`` and sample i of a batch
-``fold_in(step_key, i)``. So a replica's numbers depend on neither the chunk it runs in, nor
-the segment boundaries, nor the largest batch size of the grid (batches are masked).
+Randomness: a replica's own key is fixed; step t uses ``fold_in(key, t)``. So a replica's
+numbers depend on neither the chunk it runs in, nor the segment boundaries, nor the largest
+batch size of the grid (batches are masked).
 """
 
 from __future__ import annotations
@@ -29,20 +32,6 @@ import optax
 from dysonbm import linalg
 from dysonbm.config import Config
 from dysonbm.models.base import tree_sum
-
-# fold_in tags of the root key
-PROBLEM, TEST_SET, SHARED_DATA, REPLICAS = 0, 1, 2, 3
-
-# How `shared` enters the vmapped program. The problem and the test set are broadcast along
-# the replica axis by the runner: a contraction of a batched with an unbatched operand is
-# lowered to one large matrix product whose summation order depends on the chunk size, while
-# a product with both operands batched is computed per replica, the same in any chunk. The
-# per-point datasets stay unbatched (read through gathers, which are exact).
-SHARED_AXES = {"problem": 0, "test": 0, "train": None}
-
-
-def shared_axes(shared: dict) -> dict:
-    return {name: SHARED_AXES[name] for name in shared}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,13 +74,30 @@ def draw_samples(model, key, problem, count: int):
     return jax.vmap(lambda k: model.sample(k, problem))(keys)
 
 
+def dataset(model, input_key, noise_key, problem, count: int):
+    """Samples 0 … count−1: sample j from ``fold_in(input_key, j)`` and ``fold_in(noise_key, j)``,
+    so a dataset shares its inputs and its noise at their own granularities, and sample j is
+    the same whatever ``count``."""
+
+    def one(j):
+        noise = model.draw_noise(jax.random.fold_in(noise_key, j)) if model.has_noise else ()
+        return model.make_sample(problem, model.draw_input(jax.random.fold_in(input_key, j)), noise)
+
+    return jax.vmap(one)(jnp.arange(count))
+
+
+def test_set(model, test_key, problem, count: int):
+    """The replica's test set: inputs (and noise) from its test key, labelled by its problem."""
+    return dataset(model, jax.random.fold_in(test_key, 0), jax.random.fold_in(test_key, 1), problem, count)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataLayout:
     """Static facts about the training data of a run."""
 
-    protocol: str
+    protocol: str  # online | fixed
     max_batch: int
-    n_max: int = 0  # dataset length stored per set (0 for online)
+    n_max: int = 0  # dataset length stored per replica (0 for online)
     batches_per_epoch: int = 0  # shared by all replicas, or 0 when n_data fixes the size
     n_data: int = 0
     reshuffle: bool = False
@@ -130,8 +136,8 @@ def make_sde_sim(process) -> Simulation:
     """Replicas of an SDE process (`dysonbm.dyson`): step t uses ``fold_in(key, t)``; a replica
     whose state turns non-finite is frozen at its last finite state and flagged, as in SGD."""
 
-    def init(key, hp, shared, point):
-        k_init, k_run = jax.random.split(key)
+    def init(keys, hp):
+        k_init, k_run = jax.random.split(keys["replica"])
         state = {
             "proc": process.init(k_init, hp),
             "key": k_run,
@@ -139,13 +145,13 @@ def make_sde_sim(process) -> Simulation:
         }
         return state, {}
 
-    def step(state, t, hp, data, shared):
+    def step(state, t, hp, data):
         new = process.step(state["proc"], jax.random.fold_in(state["key"], t), hp)
         outcome = _outcome_after(state, _tree_any(lambda x: ~jnp.isfinite(x), new), t)
         keep = lambda n, o: jnp.where(outcome["diverged"], o, n)  # noqa: E731
         return {**state, **outcome, "proc": jax.tree_util.tree_map(keep, new, state["proc"])}
 
-    def observe(state, hp, data, shared):
+    def observe(state, hp, data):
         return process.observe(state["proc"], hp)
 
     hp0 = {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **process.defaults()}
@@ -161,12 +167,6 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
     bmax = layout.max_batch
     record = cfg.record
 
-    def take(data, shared, idx):
-        """Samples ``idx`` of this replica's dataset."""
-        if layout.protocol == "fixed":
-            return jax.tree_util.tree_map(lambda a: a[idx], data["train"])
-        return jax.tree_util.tree_map(lambda a: a[data["set"], idx], shared["train"])
-
     def shuffled(key, epoch, n_valid):
         # argsort of per-index uniforms; invalid (padding) indices sort last
         u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, epoch), j)))(
@@ -174,9 +174,17 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
         )
         return jnp.argsort(jnp.where(jnp.arange(layout.n_max) < n_valid, u, jnp.inf)).astype(jnp.int32)
 
-    def init(key, hp, shared, point):
-        k_init, k_data, k_run, k_shuffle = jax.random.split(key, 4)
-        params, aux = model.init(k_init, shared["problem"], hp)
+    def init(keys, hp):
+        k_init, k_run, k_shuffle = jax.random.split(keys["replica"], 3)
+        problem = model.problem(keys["problem"])
+        data = {"problem": problem, "test": test_set(model, keys["test"], problem, layout.n_test)}
+        if model.uses_data:
+            noise_key = keys["noise"] if model.has_noise else keys["inputs"]
+            if layout.protocol == "online":
+                data["stream"] = {"inputs": keys["inputs"], "noise": noise_key}
+            else:
+                data["train"] = dataset(model, keys["inputs"], noise_key, problem, layout.n_max)
+        params, aux = model.init(k_init, problem, hp)
         state = {
             "params": params,
             "params0": params,  # kept for overlaps with the initial state
@@ -187,24 +195,22 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
             "loss_sum": jnp.zeros((), jnp.result_type(float)),
             "loss_count": jnp.zeros((), jnp.int32),
         }
-        data = {}
-        if layout.protocol == "fixed":
-            data["train"] = draw_samples(model, k_data, shared["problem"], layout.n_max)
-        elif layout.protocol == "shared":
-            data["set"] = point  # datasets are drawn per grid point
         if layout.reshuffle:
             state["shuffle_key"] = k_shuffle
             state["perm"] = jnp.arange(layout.n_max, dtype=jnp.int32)
         return state, data
 
-    def batch_at(state, t, hp, data, shared, key):
+    def batch_at(state, t, hp, data):
         b = hp["batch_size"]
         i = jnp.arange(bmax)
         mask = (i < b).astype(jnp.result_type(float))
         if not model.uses_data:  # e.g. an RBM with the exact data term
             return (), mask, state
         if layout.protocol == "online":
-            return draw_samples(model, key, shared["problem"], bmax), mask, state
+            stream = data["stream"]
+            batch = dataset(model, jax.random.fold_in(stream["inputs"], t), jax.random.fold_in(stream["noise"], t),
+                            data["problem"], bmax)
+            return batch, mask, state
         n_valid = layout.dataset_size(b)
         per_epoch = n_valid // b
         k = t % per_epoch
@@ -217,13 +223,13 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
             )
             state = {**state, "perm": perm}
             j = perm[j]
-        return take(data, shared, j), mask, state
+        return jax.tree_util.tree_map(lambda a: a[j], data["train"]), mask, state
 
-    def step(state, t, hp, data, shared):
-        k_batch, k_model = jax.random.split(jax.random.fold_in(state["key"], t))
-        batch, mask, state = batch_at(state, t, hp, data, shared, k_batch)
+    def step(state, t, hp, data):
+        k_model = jax.random.fold_in(state["key"], t)
+        batch, mask, state = batch_at(state, t, hp, data)
         loss, grads, aux = model.loss_and_grad(
-            state["params"], state["aux"], batch, mask, k_model, shared["problem"], hp
+            state["params"], state["aux"], batch, mask, k_model, data["problem"], hp
         )
         updates, opt = make_optimizer(train, hp["lr"]).update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -245,26 +251,18 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
             "loss_count": state["loss_count"] + jnp.where(frozen, 0, 1),
         }
 
-    def full_data(hp, data, shared):
-        if layout.protocol == "fixed":
-            full = data["train"]
-        else:
-            full = jax.tree_util.tree_map(lambda a: a[data["set"]], shared["train"])
-        mask = (jnp.arange(layout.n_max) < layout.dataset_size(hp["batch_size"])).astype(jnp.result_type(float))
-        return full, mask
-
-    def observe(state, hp, data, shared):
-        params, problem = state["params"], shared["problem"]
-        test = shared["test"]
+    def observe(state, hp, data):
+        params, problem, test = state["params"], data["problem"], data["test"]
         test_mask = jnp.ones(layout.n_test, jnp.result_type(float))
         out = {
             "train_loss": state["loss_sum"] / state["loss_count"],  # mean since the last snapshot
             "test_loss": model.loss(params, test, test_mask, problem, hp),
         }
-        if layout.protocol == "online":
+        if layout.protocol == "online" or not model.uses_data:
             gbatch, gmask = test, test_mask
         else:
-            gbatch, gmask = full_data(hp, data, shared)
+            gbatch = data["train"]
+            gmask = (jnp.arange(layout.n_max) < layout.dataset_size(hp["batch_size"])).astype(jnp.result_type(float))
             out["data_loss"] = model.loss(params, gbatch, gmask, problem, hp)
         grads = jax.grad(model.loss)(params, gbatch, gmask, problem, hp)
         flat = jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(grads)])
@@ -281,7 +279,7 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
 
     axes = {
         "train_loss": (), "test_loss": (), "grad_norm": (),
-        **({} if layout.protocol == "online" else {"data_loss": ()}),
+        **({} if layout.protocol == "online" or not model.uses_data else {"data_loss": ()}),
         **({"svals": ("level",)} if record.spectra else {}),
         **({"weights": ("row", "col")} if record.weights else {}),
         **model.observable_axes(),
@@ -310,42 +308,38 @@ def reset_interval(state: dict) -> dict:
 
 
 def segment_fn(sim: Simulation, snapshot_every: int, n_snapshots: int, unroll: int = 1):
-    """``run_segment(state, hp, data, shared, t0)`` for a chunk: vmapped, not yet jitted.
+    """``run_segment(state, hp, data, t0)`` for a chunk: vmapped, not yet jitted.
 
     Runs ``n_snapshots * snapshot_every`` steps from global step ``t0`` and returns the final
     state and the observables after every ``snapshot_every`` steps (leading axes: replica,
     snapshot).
     """
-    def one_replica(state, hp, data, shared, t0):
+    def one_replica(state, hp, data, t0):
         def interval(state, t_start):
             def body(state, t):
-                return sim.step(state, t, hp, data, shared), None
+                return sim.step(state, t, hp, data), None
 
             state = reset_interval(state)
             state, _ = jax.lax.scan(body, state, t_start + jnp.arange(snapshot_every), unroll=unroll)
-            return state, sim.observe(state, hp, data, shared)
+            return state, sim.observe(state, hp, data)
 
         starts = t0 + snapshot_every * jnp.arange(n_snapshots)
         return jax.lax.scan(interval, state, starts)
 
-    def run_segment(state, hp, data, shared, t0):
-        axes = (0, 0, 0, shared_axes(shared), None)
-        return jax.vmap(one_replica, in_axes=axes)(state, hp, data, shared, t0)
+    def run_segment(state, hp, data, t0):
+        return jax.vmap(one_replica, in_axes=(0, 0, 0, None))(state, hp, data, t0)
 
     return run_segment
 
 
 def init_fn(sim: Simulation):
-    """``init(keys, hp, shared, points) -> (state, data, observables at t = 0)``, vmapped."""
+    """``init(keys, hp) -> (state, data, observables at t = 0)``, vmapped over replicas."""
 
-    def one(key, hp, shared, point):
-        state, data = sim.init(key, hp, shared, point)
-        return state, data, sim.observe(state, hp, data, shared)
+    def one(keys, hp):
+        state, data = sim.init(keys, hp)
+        return state, data, sim.observe(state, hp, data)
 
-    def init(keys, hp, shared, points):
-        return jax.vmap(one, in_axes=(0, 0, shared_axes(shared), 0))(keys, hp, shared, points)
-
-    return init
+    return jax.vmap(one)
 
 
 def outcome(state: dict) -> tuple[Any, Any]:

@@ -146,6 +146,47 @@ def increments(W: Array, g: Array) -> Array:
     return wg + jnp.swapaxes(wg, -1, -2)
 
 
+def increment_moments(W: Array, g: Array) -> dict:
+    """Both noise matrices of the drift criterion from the per-sample gradients ``g`` (n, K, L).
+
+    Returns {"drift": K̃, "noise": Ṽ, "noise_paper": Ṽ_paper, "levels": x} in the descending
+    eigenbasis U of X = W Wᵀ (``projected_increment_moments`` for K̃ and Ṽ), with
+
+        Ṽ_paper = Uᵀ Var_n(dX_n) U      (elementwise population variance of dX, then rotated)
+
+    the matrix of the published criterion. Ṽ ≥ 0 elementwise and is what the eigenvalue SDE
+    needs; Ṽ_paper is a rotated matrix and can have negative off-diagonal entries. The two
+    coincide when U is a signed permutation (the rotation then commutes with the variance);
+    on sample networks their V_t differ by factors of 0.03–3 and V_t from Ṽ_paper can even
+    be negative, so the published contours need Ṽ_paper.
+    """
+    x, U = linalg.eigh(W @ W.T)
+    x, U = x[::-1], U[:, ::-1]
+    dX = increments(W, g)
+    P = jnp.einsum("ai,nab,bj->nij", U, dX, U)
+    drift = jnp.mean(P, axis=0)
+    dev = P - drift
+    from dysonbm.models.base import tree_sum
+
+    raw = dX - tree_sum(dX) / dX.shape[0]
+    # sums in an order fixed by the shapes alone (`tree_sum`): a matrix product inside the
+    # vmapped program would sum in an order chosen for the whole chunk
+    var_dx = tree_sum(raw * raw) / raw.shape[0]
+    return {
+        "drift": drift,
+        "noise": jnp.mean(dev * dev, axis=0),
+        "noise_paper": _ordered_matmul(_ordered_matmul(U.T, var_dx), U),
+        "levels": x,
+    }
+
+
+def _ordered_matmul(a: Array, b: Array) -> Array:
+    """a @ b summed over the inner index by `tree_sum`."""
+    from dysonbm.models.base import tree_sum
+
+    return tree_sum(a.T[:, :, None] * b[:, None, :])
+
+
 def projected_increment_moments(W: Array, g: Array) -> tuple[Array, Array, Array]:
     """``(K̃, Ṽ, x)`` from the per-sample gradients ``g`` (n, K, L).
 
@@ -155,17 +196,13 @@ def projected_increment_moments(W: Array, g: Array) -> tuple[Array, Array, Array
         Ṽ_ij = Var_n[P_n,ij]            (elementwise, population variance, 1/n)
 
     Ṽ is the variance of the projected increment, not the projection of an elementwise
-    variance of dX: it is (Uᵀ dX U)_ij that enters the second-order (Coulomb) term of the
-    eigenvalue SDE, T Σ_j Ṽ_ij/(x_i − x_j). Both are invariant under the sign of each
-    eigenvector, so the arbitrary signs returned by ``eigh`` do not matter.
+    variance of dX (that is the published criterion's Ṽ_paper, see ``increment_moments``):
+    it is (Uᵀ dX U)_ij that enters the second-order (Coulomb) term of the eigenvalue SDE,
+    T Σ_j Ṽ_ij/(x_i − x_j). Both are invariant under the sign of each eigenvector, so the
+    arbitrary signs returned by ``eigh`` do not matter.
     """
-    x, U = linalg.eigh(W @ W.T)
-    x, U = x[::-1], U[:, ::-1]
-    P = jnp.einsum("ai,nab,bj->nij", U, increments(W, g), U)
-    drift = jnp.mean(P, axis=0)
-    dev = P - drift
-    noise = jnp.mean(dev * dev, axis=0)
-    return drift, noise, x
+    m = increment_moments(W, g)
+    return m["drift"], m["noise"], m["levels"]
 
 
 def drift_coulomb_from_moments(drift: Array, noise: Array) -> tuple[Array, Array]:
@@ -176,14 +213,17 @@ def drift_coulomb_from_moments(drift: Array, noise: Array) -> tuple[Array, Array
 
     V_t is the Coulomb push apart of the extreme levels for equally spaced levels (unit
     spacing): level 1 is repelled by level k+1 at distance k, level K by level K−k; the
-    pair (1, K) at distance K−1 appears in both sums, hence the factor 2.
+    pair (1, K) at distance K−1 appears in both sums, hence the factor 2. ``noise`` is Ṽ
+    (the SDE's) or Ṽ_paper (the published criterion's); the formula is the same.
     """
     K = drift.shape[-1]
     k_t = jnp.abs(drift[0, 0]) - jnp.abs(drift[K - 1, K - 1])
     k = jnp.arange(1, K - 1)  # k = 1 … K−2
     # 1-based Ṽ_{1,k+1} -> noise[0, k];  Ṽ_{K,K−k} -> noise[K−1, K−1−k]
+    from dysonbm.models.base import tree_sum
+
     pairs = (noise[0, k] + noise[K - 1, K - 1 - k]) / k
-    v_t = 2.0 * noise[0, K - 1] / (K - 1) + jnp.sum(pairs)
+    v_t = 2.0 * noise[0, K - 1] / (K - 1) + tree_sum(pairs)  # fixed order: Ṽ_paper's terms cancel
     return k_t, v_t
 
 
@@ -192,7 +232,8 @@ def drift_coulomb_terms(W, M, Z, x, y, activation: str = "tanh"):
 
     Per test sample dX_n = W g_nᵀ + g_n Wᵀ with g_n = −∂ℓ_n/∂W; K̃, Ṽ as in
     ``projected_increment_moments``; K_t, V_t as in ``drift_coulomb_from_moments``.
-    ``extra`` = {"drift": K̃ (K, K), "noise": Ṽ (K, K), "levels": x (K,) descending}.
+    ``extra`` = {"drift": K̃ (K, K), "noise": Ṽ (K, K), "levels": x (K,) descending,
+    "noise_paper": Ṽ_paper (K, K), "V_t_paper": V_t from Ṽ_paper} (``increment_moments``).
     """
     return drift_coulomb_from_features(W, Z, input_features(M, x), y, activation)
 
@@ -200,9 +241,10 @@ def drift_coulomb_terms(W, M, Z, x, y, activation: str = "tanh"):
 def drift_coulomb_from_features(W, Z, phi0, y, activation: str = "tanh"):
     """``drift_coulomb_terms`` from the first-layer features φ0 (n, L) instead of the inputs."""
     g = per_sample_grads_from_features(W, Z, phi0, y, activation)
-    drift, noise, levels = projected_increment_moments(W, g)
-    k_t, v_t = drift_coulomb_from_moments(drift, noise)
-    return k_t, v_t, {"drift": drift, "noise": noise, "levels": levels}
+    m = increment_moments(W, g)
+    k_t, v_t = drift_coulomb_from_moments(m["drift"], m["noise"])
+    _, v_paper = drift_coulomb_from_moments(m["drift"], m["noise_paper"])
+    return k_t, v_t, {**m, "V_t_paper": v_paper}
 
 
 def drift_dominated(K_t, V_t, T, sigma_w, K: int, L: int):

@@ -397,6 +397,9 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
             out[side] = {"net": nan, "se": nan, "lam": np.nan, "regime": "undetermined"}
         return {**out, "agree": False, "forced": np.nan, "top_terms": {}}
     x0, x1 = inp["x_start"][ok], inp["x_end"][ok]
+    teacher = np.asarray(teacher, dtype=float)
+    if teacher.ndim == 2:  # one teacher per replica: (R, K) → (R_ok, 1, K) against (R_ok, n, K)
+        teacher = teacher[ok][:, None]
     coef = Coefficients(*(c[ok] for c in inp["coef"]))
     x_hat, info = predict_intervals(key, x0, coef, inp["T"], inp["dtau"], draws=draws, courant=courant,
                                     max_steps=max_steps)
@@ -412,5 +415,5 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
     out["agree"] = out["sgd"]["regime"] == out["langevin"]["regime"]
     out["forced"] = float(info["forced"].sum() / max(info["steps"].sum(), 1))
     out["top_terms"] = top_level_terms(x0, coef, inp["T"], inp["dtau"])
-    out.update(x_start=x0, x_end=x1, x_hat=x_hat)
+    out.update(x_start=x0, x_end=x1, x_hat=x_hat, teacher=np.broadcast_to(teacher, x0.shape))
     return out

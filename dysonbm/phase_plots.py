@@ -18,11 +18,17 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm  # noqa: E40
 from dysonbm import phases  # noqa: E402
 from dysonbm.phase_langevin import log_changes  # noqa: E402
 
-LEVELS = (0.68, 0.95, 0.997)
+LEVELS = phases.DRIFT_LEVELS
 PHASE_COLORS = {
     "ordered": "#4c9be8", "paramagnetic": "#e8804c", "glassy": "#8fbf5a",
     "divergent": "#555555", "unresolved": "#dddddd",
 }
+
+
+def _drift_label(summary, lv) -> str:
+    """Legend entry of a drift-fraction contour, naming the criterion variant it is drawn from."""
+    rule = summary.get("drift_rule")
+    return f"drift fraction {lv}" + (f" ({rule})" if rule else "")
 
 
 def _save(fig, path, title=None) -> Path:
@@ -61,7 +67,7 @@ def _overlay(ax, summary, select, legend=True):
         ax.contour(inv, T, np.nan_to_num(frac, nan=0.0), levels=list(LEVELS), colors="k",
                    linestyles=styles, linewidths=1.4)
         for lv, ls in zip(LEVELS, styles):
-            handles.append(plt.Line2D([], [], color="k", ls=ls, label=f"drift fraction {lv}"))
+            handles.append(plt.Line2D([], [], color="k", ls=ls, label=_drift_label(summary, lv)))
     ax.axvline(1.0 / phases.disorder_line, color="m", lw=2, ls="-.")
     handles.append(plt.Line2D([], [], color="m", ls="-.", lw=2, label=r"disorder line $\sigma_W^2=1/2$"))
     if legend:
@@ -132,7 +138,7 @@ def phase_map(summary, path, select=None, title="") -> Path:
     _setup(ax, inv, T)
     _overlay(ax, summary, select, legend=False)
     handles = [plt.Rectangle((0, 0), 1, 1, fc=PHASE_COLORS[n], label=n) for n in names]
-    handles += [plt.Line2D([], [], color="k", ls=ls, label=f"drift fraction {lv}") for lv, ls in zip(LEVELS, ("-", "--", ":"))]
+    handles += [plt.Line2D([], [], color="k", ls=ls, label=_drift_label(summary, lv)) for lv, ls in zip(LEVELS, ("-", "--", ":"))]
     handles.append(plt.Line2D([], [], color="m", ls="-.", lw=2, label=r"$\sigma_W^2=1/2$"))
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or r"SGD phases (majority label; $f_d$ = fraction passing the drift criterion)")
@@ -151,7 +157,7 @@ def level_trajectories(results, picks: dict, teacher, path) -> Path:
         x = np.asarray(results["gram"][p, r], dtype=float)  # (S, K)
         for k in range(x.shape[-1]):
             ax.plot(steps, x[:, k], lw=1.2)
-        for v in teacher:
+        for v in np.broadcast_to(teacher, results["gram"].shape[:2] + teacher.shape[-1:])[p, r]:
             ax.axhline(v, color="k", ls="--", lw=0.6, alpha=0.6)
         ax.set_yscale("log")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
@@ -184,7 +190,7 @@ def batch_comparison(summary, path, title="") -> Path:
     return _save(fig, path, title)
 
 
-def langevin_levels(results, checks: list[dict], teacher, path, late: list[dict] | None = None, levels: int = 6) -> Path:
+def langevin_levels(results, checks: list[dict], path, late: list[dict] | None = None, levels: int = 6) -> Path:
     """The Langevin cross-check: SGD level trajectories against one-interval predictions.
 
     One panel per row of ``checks`` (`dysonbm.phase_langevin.cross_check` rows of ``results``,
@@ -206,7 +212,7 @@ def langevin_levels(results, checks: list[dict], teacher, path, late: list[dict]
             for k in range(x0.shape[0]):
                 ax.plot([t[k], t[k + 1]], [x0[k, i], xh[k, i]], color=col, lw=0.8, alpha=0.7)
             ax.plot(t[1:], xh[:, i], "o", color=col, ms=2.5, alpha=0.8)
-        for v in np.asarray(teacher)[:levels]:
+        for v in c["teacher"][0, 0, :levels]:  # replica 0's teacher
             ax.axhline(v, color="k", ls="--", lw=0.6, alpha=0.6)
         ax.set_yscale("log")
         ax.set_xlabel("SGD step $n$")
@@ -221,8 +227,8 @@ def langevin_levels(results, checks: list[dict], teacher, path, late: list[dict]
     lim = []
     for rows, marker, label in ((checks, "o", "early"), (late or [], "s", "late")):
         for j, c in enumerate(rows):
-            sgd = log_changes(c["x_start"], c["x_end"], teacher)["d"].sum(axis=1)
-            lgv = log_changes(c["x_start"][None], c["x_hat"], teacher)["d"].mean(axis=0).sum(axis=1)
+            sgd = log_changes(c["x_start"], c["x_end"], c["teacher"])["d"].sum(axis=1)
+            lgv = log_changes(c["x_start"][None], c["x_hat"], c["teacher"])["d"].mean(axis=0).sum(axis=1)
             ax.plot(sgd, lgv, marker, color=colors[j % len(colors)], ms=4, alpha=0.7, mfc="none" if label == "late" else None,
                     label=f"{c['name']} ({label})")
             lim += [np.nanmin(sgd), np.nanmax(sgd), np.nanmin(lgv), np.nanmax(lgv)]

@@ -8,6 +8,9 @@ Plain numpy on arrays loaded from the results store, whose leading axes are
 - from the drift-versus-Coulomb criterion (``dysonbm.observables.drift_dominated``): the
   fraction of replicas that pass, contoured at 0.68 / 0.95 / 0.997, bounds the ordered
   phase towards high temperature; ``disorder_line`` (σ_W² = 1/2) bounds it towards the glass.
+  The published criterion judges the final weights with the paper's noise matrix; the
+  variants of ``DRIFT_VARIANTS`` (a majority over late snapshots, the SDE's noise matrix)
+  are kept alongside.
 """
 
 from __future__ import annotations
@@ -21,6 +24,22 @@ LABELS = ("divergent", "ordered", "glassy", "paramagnetic", UNRESOLVED)
 
 #: σ_W where tanh of a Gaussian of variance σ_W² turns bimodal (σ_W² = 1/2): ordered | glassy
 disorder_line = float(1.0 / np.sqrt(2.0))
+
+#: snapshots the drift criterion is judged on (`drift_passes`)
+DRIFT_RULES = ("final", "majority")
+#: drift-criterion variants: name -> (rule, V_t observable, label). The first is the published
+#: criterion (final weights, the paper's Ṽ), used for the headline drift fraction and T_c;
+#: the others are shown alongside.
+DRIFT_VARIANTS = {
+    "final/paper": ("final", "V_t_paper", "final weights, Ṽ_paper = Uᵀ Var(dX) U (published)"),
+    "final/sde": ("final", "V_t", "final weights, Ṽ = Var(Uᵀ dX U) (the SDE's)"),
+    "majority/paper": ("majority", "V_t_paper", "majority of the last half of snapshots, Ṽ_paper"),
+    "majority/sde": ("majority", "V_t", "majority of the last half of snapshots, Ṽ (the SDE's)"),
+}
+#: drift-fraction contour levels; T_c is quoted at the first
+DRIFT_LEVELS = (0.68, 0.95, 0.997)
+#: bootstrap resamples of the replicas for the error of T_c
+TC_BOOTSTRAP = 1000
 
 _LABEL_DTYPE = "<U12"
 
@@ -196,7 +215,7 @@ def phase_grid(labels, grid_shape=None) -> dict:
     }
 
 
-def compare_classifiers(labels_obs, fraction_drift, levels=(0.68, 0.95, 0.997), coords=None) -> list[dict]:
+def compare_classifiers(labels_obs, fraction_drift, levels=DRIFT_LEVELS, coords=None) -> list[dict]:
     """One row per grid point comparing the observable labels with the drift fraction.
 
     ``labels_obs`` (P, R); ``fraction_drift`` (P,) or any shape with P entries; ``coords``
@@ -251,7 +270,7 @@ def format_comparison(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def critical_temperature(T_values, fractions, level: float = 0.68):
+def critical_temperature(T_values, fractions, level: float = DRIFT_LEVELS[0]):
     """Temperature where the drift fraction first falls below ``level`` as T grows (fixed σ_W).
 
     ``T_values`` (nT,), any order; ``fractions`` (..., nT). At the first i (T ascending) with
@@ -277,25 +296,77 @@ def critical_temperature(T_values, fractions, level: float = 0.68):
     return float(out[0]) if f.ndim == 1 else out.reshape(f.shape[:-1])
 
 
+def critical_temperature_error(T_values, passes, valid=None, level: float = DRIFT_LEVELS[0],
+                               n_boot: int = TC_BOOTSTRAP, seed: int = 0) -> dict:
+    """T_c of one σ_W column with its error from the spread over replicas.
+
+    ``passes`` (nT, R): drift verdicts per temperature and replica; ``valid`` (nT, R) the
+    replicas that count (default all). T_c is `critical_temperature` of the drift fractions.
+    Its error is the bootstrap over replicas: ``n_boot`` resamples of the R replica indices
+    with replacement, the same indices at every T (right whether or not a replica index
+    shares its disorder across points), each giving a fraction curve and its crossing.
+
+    Returns {"T_c", "err" (standard deviation of the resampled T_c), "lo", "hi" (their 16th
+    and 84th percentiles), "no_crossing" (share of resamples without a crossing, left out of
+    err/lo/hi), "replicas", "n_boot", "level"}; NaN where there is no crossing.
+    """
+    passes = np.asarray(passes, dtype=bool)
+    valid = np.ones_like(passes) if valid is None else np.asarray(valid, dtype=bool)
+    n_rep = passes.shape[1]
+    hits, counts = (passes & valid).astype(float), valid.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_c = critical_temperature(T_values, hits.sum(axis=1) / counts.sum(axis=1), level)
+        # multinomial counts: how often each replica is drawn in each resample
+        draws = np.random.default_rng(seed).multinomial(n_rep, np.full(n_rep, 1.0 / n_rep), size=n_boot)
+        boot = critical_temperature(T_values, (draws @ hits.T) / (draws @ counts.T), level)
+    ok = boot[np.isfinite(boot)]
+    spread = ok.size > 1 and np.isfinite(t_c)
+    return {
+        "T_c": t_c,
+        "err": float(np.std(ok, ddof=1)) if spread else float("nan"),
+        "lo": float(np.percentile(ok, 16)) if spread else float("nan"),
+        "hi": float(np.percentile(ok, 84)) if spread else float("nan"),
+        "no_crossing": float(1.0 - ok.size / n_boot),
+        "replicas": int(n_rep), "n_boot": int(n_boot), "level": float(level),
+    }
+
+
+def weakest_disorder_tc(summary, level: float = DRIFT_LEVELS[0], n_boot: int = TC_BOOTSTRAP, seed: int = 0) -> dict:
+    """{variant: `critical_temperature_error`} along the smallest-σ_W column of an `assemble`
+    summary, for every drift-criterion variant it holds; each entry also names its ``sigma_w``."""
+    sw = summary["sigma_w"]
+    sel = np.nonzero(sw == sw.min())[0]
+    return {
+        name: {**critical_temperature_error(summary["T"][sel], passes[sel], summary["finite"][sel], level, n_boot, seed),
+               "sigma_w": float(sw.min())}
+        for name, passes in summary["drift_passes"].items()
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # Assembly from a results store of the multilayer model
 # ---------------------------------------------------------------------------------------
-def teacher_gram(config: dict) -> np.ndarray:
-    """Eigenvalues of X* = W* W*ᵀ of the run's teacher, descending: ``(K,)``.
+def coulomb_term(noise) -> np.ndarray:
+    """V_t of noise matrices ``(..., K, K)`` in the descending eigenbasis, in float64 (the formula
+    of `dysonbm.observables.drift_coulomb_from_moments`; 1-based Ṽ_{K,K−k} is ``[K−1, K−1−k]``)."""
+    v = np.asarray(noise, dtype=float)
+    K = v.shape[-1]
+    k = np.arange(1, K - 1)
+    return 2.0 * v[..., 0, K - 1] / (K - 1) + np.sum((v[..., 0, k] + v[..., K - 1, K - 1 - k]) / k, axis=-1)
 
-    The teacher is not stored; it is redrawn from the config's seed exactly as the runner
-    draws the shared problem (``fold_in(key(seed), engine.PROBLEM)``).
+
+def teacher_gram(results) -> np.ndarray:
+    """Eigenvalues of X* = W* W*ᵀ of each replica's teacher, descending: ``(P, R, K)``.
+
+    Read from the stored problem (``problem_teacher``), whatever its granularity: a teacher
+    per replica (the published protocol), per grid point or one for the run.
     """
-    import jax
-
-    from dysonbm import engine
-    from dysonbm.models import REGISTRY
-
-    params = {k: v for k, v in config["model"].items() if k != "name"}
-    model = REGISTRY[config["model"]["name"]](**params)
-    problem = model.problem(jax.random.fold_in(jax.random.key(config["seed"]), engine.PROBLEM))
-    w = np.asarray(problem["teacher"], dtype=float)
-    return _descending(np.linalg.eigvalsh(w @ w.T))
+    w = np.asarray(results["problem_teacher"], dtype=float)
+    gram = _descending(np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2)))
+    if results.axes["problem_teacher"][:2] == ("point",):
+        gram = gram[:, None]
+    n_points, replicas = results.diverged.shape
+    return np.broadcast_to(gram, (n_points, replicas, gram.shape[-1]))
 
 
 def temperature(lr, batch_size) -> np.ndarray:
@@ -314,19 +385,25 @@ def spacing_growth(mean_spacing, steps) -> np.ndarray:
         return np.log(u[..., -1] / u[..., 0]) / t
 
 
-def drift_passes(K_t, V_t, T, sigma_w, K: int, L: int, *, window: float = 0.5) -> np.ndarray:
+def drift_passes(K_t, V_t, T, sigma_w, K: int, L: int, *, rule: str = "majority", window: float = 0.5) -> np.ndarray:
     """Per replica verdict of the drift criterion, from trajectories ``K_t``, ``V_t`` (..., S).
 
-    The criterion (``observables.drift_dominated``) is evaluated at every snapshot after
-    t = 0 in the last ``window`` of the run; a replica passes when it holds at a majority of
-    them, so one noisy snapshot does not flip it. ``T`` and ``sigma_w`` broadcast against (...).
+    The criterion (``observables.drift_dominated``) is evaluated
+
+    - ``rule="final"``: at the last snapshot alone, the final weights (the published rule);
+    - ``rule="majority"``: at every snapshot after t = 0 in the last ``window`` of the run; a
+      replica passes when it holds at a majority of them, so one noisy snapshot does not flip it.
+
+    ``T`` and ``sigma_w`` broadcast against (...).
     """
     from dysonbm.observables import drift_dominated
 
+    if rule not in DRIFT_RULES:
+        raise ValueError(f"rule = {rule!r}: one of {', '.join(DRIFT_RULES)}")
     K_t = np.asarray(K_t, dtype=float)
     V_t = np.asarray(V_t, dtype=float)
     S = K_t.shape[-1]
-    first = max(1, int(round((S - 1) * (1.0 - window))))
+    first = S - 1 if rule == "final" else max(1, int(round((S - 1) * (1.0 - window))))
     T = np.asarray(T, dtype=float)[..., None]
     sigma_w = np.asarray(sigma_w, dtype=float)[..., None]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -370,6 +447,14 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     ``drift_fraction`` (among finite replicas), ``labels`` (P, R), ``majority``,
     ``fractions`` ({label: (P,)}), ``passes`` (P, R), ``finite`` (P, R), ``teacher`` (K,).
     ``thresholds`` go to `classify_trajectories`.
+
+    Drift criterion: ``drift_passes`` and ``drift_fractions`` hold every variant of
+    ``DRIFT_VARIANTS`` whose V_t the results carry ({name: (P, R)} and {name: (P,)});
+    ``drift_rule`` names the one behind ``passes`` and ``drift_fraction``: the published
+    "final/paper" when ``V_t_paper`` was recorded, else "final/sde". ``paper`` holds the
+    observables in the published units (`paper_units`, from ``n_test`` and
+    ``steps_per_epoch`` (P,)); ``T_c`` the crossing of the drift
+    fraction at 0.68 along the smallest σ_W with its bootstrap error (`weakest_disorder_tc`).
     """
     lr = results["hp_lr"][:, 0].astype(float)
     bs = results["hp_batch_size"][:, 0].astype(float)
@@ -379,16 +464,26 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     K = gram.shape[-1]
     L = int(results.config["model"].get("hidden", 32))
     if teacher_spectrum is None:
-        teacher_spectrum = teacher_gram(results.config)
+        teacher_spectrum = teacher_gram(results)
     finite = ~np.asarray(results.diverged, dtype=bool)
     finite &= np.all(np.isfinite(results["test_loss"]), axis=-1) & np.all(np.isfinite(gram), axis=(-2, -1))
     labels = classify_trajectories(
         results["test_loss"], gram, results["q"], teacher_spectrum, finite=finite, **thresholds
     )
-    passes = drift_passes(results["K_t"], results["V_t"], T_r, results["hp_init_std"], K, L)
+    coulomb = {"V_t": results["V_t"]}
+    if "pair_noise_paper" in results:
+        coulomb["V_t_paper"] = coulomb_term(results["pair_noise_paper"])
+    elif "V_t_paper" in results:
+        coulomb["V_t_paper"] = results["V_t_paper"]
+    variants = {
+        name: drift_passes(results["K_t"], coulomb[v], T_r, results["hp_init_std"], K, L, rule=rule)
+        for name, (rule, v, _) in DRIFT_VARIANTS.items() if v in coulomb
+    }
+    rule = next(iter(variants))  # the published variant when V_t_paper was recorded
+    passes = variants[rule]
     grid = phase_grid(labels)
     lam = spacing_growth(results["mean_spacing"], results.steps)
-    return {
+    summary = {
         "lr": lr, "batch_size": bs, "sigma_w": sw, "T": lr / bs,
         "loss0": _point_median(results["test_loss"][..., 0], finite),
         "loss": _point_median(results["test_loss"][..., -1], finite),
@@ -397,8 +492,41 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
         "lam": _point_mean(lam, finite),
         "divergent": 1.0 - finite.mean(axis=1),
         "drift_fraction": drift_fraction(passes, valid=finite),
+        "drift_rule": rule, "drift_passes": variants,
+        "drift_fractions": {name: drift_fraction(p, valid=finite) for name, p in variants.items()},
         "labels": labels, "majority": grid["majority"], "fractions": grid["fractions"],
         "passes": passes, "finite": finite, "teacher": np.asarray(teacher_spectrum, dtype=float),
+    }
+    from dysonbm.config import DataConfig
+
+    data = results.config.get("data", {})
+    summary["n_test"] = int(data.get("n_test", DataConfig.n_test))
+    summary["steps_per_epoch"] = steps_per_epoch(data, bs)
+    summary["paper"] = paper_units(summary, summary["n_test"], summary["steps_per_epoch"])
+    summary["T_c"] = weakest_disorder_tc(summary)
+    return summary
+
+
+def steps_per_epoch(data: dict, batch_size) -> np.ndarray:
+    """SGD steps per pass over a replica's dataset: ``batches_per_epoch``, or ``n_data/|B|``
+    (``data`` the config's [data] table, ``batch_size`` per point)."""
+    bs = np.asarray(batch_size, dtype=float)
+    if data.get("batches_per_epoch"):
+        return np.full(bs.shape, float(data["batches_per_epoch"]))
+    return float(data.get("n_data", 0)) / bs
+
+
+def paper_units(summary, n_test, epoch_steps) -> dict:
+    """The per-point observables of ``summary`` in the published units ({name: (P,)}):
+
+        loss  mean (y − ŷ)², without the ½ of the training loss: 2 × ours
+        hs    Σ_nk ĥ_nk ŝ_nk / n_test: ours / n_test
+        lam   λ per epoch: ours (per step) × steps per epoch
+    """
+    return {
+        "loss": 2.0 * summary["loss"],
+        "hs": summary["hs"] / float(n_test),
+        "lam": summary["lam"] * np.asarray(epoch_steps, dtype=float),
     }
 
 

@@ -58,8 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dysonbm import engine, io
-from dysonbm.config import Config, build_model, grid_points, hyper_names
+from dysonbm import engine, ensemble, io
+from dysonbm.config import Config, build_model, grid_points, hyper_names, resolved_ensemble
 
 CPU_BUDGET = 2 << 30  # bytes for a chunk when the backend reports no memory limit
 DEVICE_FRACTION = 0.5  # of the free device memory
@@ -120,7 +120,12 @@ def _segment_snapshots(n_intervals: int, requested: int) -> int:
     if requested:
         return min(requested, n_intervals)
     target = max(1, n_intervals // 20)
-    return min((d for d in range(1, n_intervals + 1) if n_intervals % d == 0), key=lambda d: (abs(d - target), d))
+    # divisors come in pairs (d, n/d) with d <= sqrt(n): O(sqrt n), not a loop over every snapshot
+    divisors = set()
+    for d in range(1, math.isqrt(n_intervals) + 1):
+        if n_intervals % d == 0:
+            divisors.update((d, n_intervals // d))
+    return min(divisors, key=lambda d: (abs(d - target), d))
 
 
 def shard_range(n_points: int, replicas: int, index: int, count: int) -> tuple[int, int]:
@@ -161,7 +166,7 @@ def device_budget(devices) -> tuple[int, str]:
 
 
 class Plan:
-    """Everything a run needs that follows from its config: model, grid, shared data, sharding.
+    """Everything a run needs that follows from its config: model, grid, ensemble, sharding.
 
     ``shard=(i, n)`` restricts the run to shard i of n (see `shard_range`); ``chunk_size``
     overrides ``run.chunk_size``, where 0 picks the largest chunk that fits ``memory_budget``
@@ -173,6 +178,7 @@ class Plan:
         if cfg.run.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         self.cfg = cfg
+        check_sizes(cfg, shard)  # from the config alone, before anything proportional to the run
         model = build_model(cfg)
         self.points = grid_points(cfg, model)
         self.n_points, self.replicas = len(self.points), cfg.replicas
@@ -184,6 +190,7 @@ class Plan:
         if "chains" in getattr(model, "__dataclass_fields__", {}):
             model = model.replace(chains=self.max_batch)  # persistent chains padded like batches
         self.model = model
+        self.ensemble = resolved_ensemble(cfg, model)
         self.names = hyper_names(model)
         self.layout = engine.DataLayout.from_config(cfg, self.max_batch)
         self.sim = engine.make_sim(model, cfg, self.layout)
@@ -207,24 +214,10 @@ class Plan:
         for name in self.names:
             values = np.repeat([p[name] for p in self.points], self.replicas)
             self.hp[name] = values.astype(np.int32 if name == "batch_size" else jnp.result_type(float))
-        self.point_of = np.repeat(np.arange(self.n_points, dtype=np.int32), self.replicas)
 
         root = jax.random.key(cfg.seed)
-        self.replica_root = jax.random.fold_in(root, engine.REPLICAS)
-        if engine.is_process(model):  # an SDE: nothing shared, no data
-            problem, shared = (), {"problem": ()}
-        else:
-            problem = model.problem(jax.random.fold_in(root, engine.PROBLEM))
-            shared = {
-                "problem": problem,
-                "test": engine.draw_samples(model, jax.random.fold_in(root, engine.TEST_SET), problem, self.layout.n_test),
-            }
-        if self.layout.protocol == "shared":
-            data_root = jax.random.fold_in(root, engine.SHARED_DATA)
-            shared["train"] = jax.vmap(
-                lambda p: engine.draw_samples(model, jax.random.fold_in(data_root, p), problem, self.layout.n_max)
-            )(jnp.arange(self.n_points))
-        self.shared = shared
+        self.roots = {"replica": jax.random.fold_in(root, ensemble.REPLICA)}
+        self.roots.update({name: jax.random.fold_in(root, ensemble.TAGS[name]) for name in self.ensemble})
 
         self.budget, self.budget_source = (memory_budget, "given") if memory_budget else device_budget(self.devices)
         self.footprint = self._footprint()
@@ -240,55 +233,63 @@ class Plan:
         # shard_map runs the vmapped program on each device's slice of replicas with no
         # communication; letting the partitioner propagate shardings instead would gather
         # around the unpartitionable eigensolver calls at every snapshot.
-        rep, none = PartitionSpec("replica"), PartitionSpec()
-        shared_specs = {k: (rep if a == 0 else none) for k, a in engine.shared_axes(self.shared).items()}
-        self._specs = (rep, none, shared_specs, rep)
+        rep = PartitionSpec("replica")
         self.init = jax.jit(jax.shard_map(
-            engine.init_fn(self.sim), mesh=self.mesh,
-            in_specs=(rep, rep, shared_specs, rep), out_specs=rep, check_vma=False,
+            engine.init_fn(self.sim), mesh=self.mesh, in_specs=(rep, rep), out_specs=rep, check_vma=False,
         ))
         self.segment = self.segment_program(cfg.snapshot_every, self.seg)
 
     def segment_program(self, every: int, snapshots: int):
         """The jitted, sharded ``run_segment`` for ``snapshots`` intervals of ``every`` steps."""
-        rep, none, shared_specs, data_spec = self._specs
+        rep = PartitionSpec("replica")
         return jax.jit(jax.shard_map(
             engine.segment_fn(self.sim, every, snapshots, self.cfg.run.unroll), mesh=self.mesh,
-            in_specs=(rep, rep, data_spec, shared_specs, none), out_specs=rep, check_vma=False,
+            in_specs=(rep, rep, rep, PartitionSpec()), out_specs=rep, check_vma=False,
         ), donate_argnums=(0,))
+
+    def replica_keys(self, ids: np.ndarray) -> dict:
+        """The replica's own key and its ingredients' keys (`dysonbm.ensemble`), per id."""
+        points = ids // self.replicas
+        keys = {}
+        for name, root in self.roots.items():
+            unit = ids if name == "replica" else ensemble.units(self.ensemble[name], ids, points)
+            keys[name] = jax.vmap(lambda i, r=root: jax.random.fold_in(r, i))(jnp.asarray(unit, jnp.uint32))
+        return keys
 
     def _footprint(self) -> dict:
         """Bytes per replica of what the program holds (shapes only, nothing is computed)."""
-        sim, shared = self.sim, self.shared
+        sim = self.sim
         hp0 = {k: jnp.asarray(v[0]) for k, v in self.hp.items()}
-        key0 = jax.random.fold_in(self.replica_root, 0)
+        keys0 = jax.tree_util.tree_map(lambda k: k[0], self.replica_keys(np.zeros(1, np.int64)))
 
-        def one(key, hp, point):
-            state, data = sim.init(key, hp, shared, point)
-            return state, data, sim.observe(state, hp, data, shared)
+        def one(keys, hp):
+            state, data = sim.init(keys, hp)
+            return state, data, sim.observe(state, hp, data)
 
-        state, data, obs = jax.eval_shape(one, key0, hp0, jnp.int32(0))
+        state, data, obs = jax.eval_shape(one, keys0, hp0)
         self.obs_shapes = {k: (v.shape, np.dtype(v.dtype)) for k, v in obs.items()}
-        batch = None
+        self.problem_shapes = {k: (v.shape, np.dtype(v.dtype)) for k, v in data.get("problem", {}).items()}
+        # one batch of the largest size: a sample's bytes (from the test set) times |B|_max
+        batch = 0
         if getattr(self.model, "uses_data", False):
-            batch = jax.eval_shape(lambda k: engine.draw_samples(self.model, k, shared["problem"], self.max_batch), key0)
-        axes = engine.shared_axes(shared)
+            batch = _nbytes(data["test"]) // self.layout.n_test * self.max_batch
         sizes = {
             "state": _nbytes(state),
             "data": _nbytes(data),
-            "batch": _nbytes(batch) if batch is not None else 0,
-            "shared (broadcast)": sum(_nbytes(v) for k, v in shared.items() if axes[k] == 0),
+            "batch": batch,
             "snapshots (segment)": (self.seg + 1) * _nbytes(obs),
-            "hyperparameters": _nbytes(hp0) + 4 + _nbytes(key0),
+            "hyperparameters": _nbytes(hp0) + _nbytes(keys0),
         }
         device = HEADROOM * sum(sizes.values())
         results = (self.n_intervals + 1) * _nbytes(obs) + sum(v.itemsize for v in self.hp.values()) + 1 + 4
-        unbatched = sum(_nbytes(v) for k, v in shared.items() if axes[k] is None)
-        return {"device": device, "results": results, "parts": sizes, "unbatched": unbatched}
+        per_problem = sum(math.prod(shape) * dt.itemsize for shape, dt in self.problem_shapes.values())
+        granularity = "replica" if self.shard else self.ensemble.get("problem", "run")
+        stored = {"replica": self.n_ids, "point": self.n_points, "run": 1}[granularity]
+        return {"device": device, "results": results, "problems": per_problem * stored, "parts": sizes}
 
     def _fitting_chunk(self) -> int:
         n_dev = len(self.devices)
-        fit = max(1, (self.budget - self.footprint["unbatched"] * n_dev) // self.footprint["device"])
+        fit = max(1, self.budget // self.footprint["device"])
         if self.devices[0].platform == "cpu":
             # a CPU core runs a chunk fastest while its working set stays in cache: measured
             # on the multilayer network, 64 replicas per core ran 2x faster than 512
@@ -296,25 +297,13 @@ class Plan:
         return max(n_dev, fit // n_dev * n_dev) if fit >= n_dev else fit
 
     def chunk_inputs(self, c: int):
-        """Keys, hyperparameters and grid points of chunk ``c`` (padded with its last replica)."""
+        """Ids, keys and hyperparameters of chunk ``c`` (padded with its last replica)."""
         start = self.lo + c * self.chunk
         stop = min(start + self.chunk, self.hi)
         ids = np.minimum(np.arange(start, start + self.slots), stop - 1)
-        keys = jax.vmap(lambda i: jax.random.fold_in(self.replica_root, i))(jnp.asarray(ids))
         hp = {k: v[ids] for k, v in self.hp.items()}
         put = lambda x: jax.device_put(x, self.batched)  # noqa: E731
-        return ids, put(keys), put(hp), put(self.point_of[ids])
-
-    def chunk_shared(self):
-        """``shared`` as the vmapped program takes it (see engine.SHARED_AXES)."""
-        shared = {}
-        for name, value in self.shared.items():
-            if engine.SHARED_AXES[name] == 0:
-                value = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (self.slots,) + a.shape), value)
-                shared[name] = jax.device_put(value, self.batched)
-            else:
-                shared[name] = jax.device_put(value, self.replicated)
-        return shared
+        return ids, put(self.replica_keys(ids)), put(hp)
 
     def fingerprint(self) -> str:
         """Hash of what fixes the numbers and their layout in a checkpoint."""
@@ -335,11 +324,15 @@ class Plan:
 def _write_npz(path: Path, arrays: dict) -> None:
     """``np.savez`` to a temporary file, then ``os.replace``: a reader sees old or new, whole."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # an interrupt mid-write leaves the previous file and no temporary
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read_npz(path: Path, fingerprint: str) -> dict:
@@ -401,6 +394,7 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
     t_start = time.perf_counter()
     n_snap = plan.n_intervals + 1
     collected = {name: np.empty((plan.n_ids, n_snap) + shape, dtype) for name, (shape, dtype) in plan.obs_shapes.items()}
+    problems = {name: np.empty((plan.n_ids,) + shape, dtype) for name, (shape, dtype) in plan.problem_shapes.items()}
     diverged = np.zeros(plan.n_ids, bool)
     diverge_step = np.full(plan.n_ids, -1, np.int32)
     ck = Path(checkpoint) if checkpoint is not None else None
@@ -421,6 +415,8 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
             for name in collected:
                 collected[name][rows] = done[f"obs_{name}"]
             diverged[rows], diverge_step[rows] = done["diverged"], done["diverge_step"]
+            for name in problems:
+                problems[name][rows] = done[f"problem_{name}"]
         if first_seg:
             rows = rows_of(first_chunk)
             upto = 1 + first_seg * plan.seg
@@ -432,12 +428,13 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
         ck.mkdir(parents=True, exist_ok=True)
 
     meter = Progress(plan.n_ids * cfg.steps, progress)
-    shared = plan.chunk_shared() if first_chunk < plan.n_chunks else None
     for c in range(first_chunk, plan.n_chunks):
-        ids, keys, hp, points = plan.chunk_inputs(c)
+        ids, keys, hp = plan.chunk_inputs(c)
         rows = rows_of(c)
         n_real = len(rows)
-        state, data, obs0 = plan.init(keys, hp, shared, points)
+        state, data, obs0 = plan.init(keys, hp)
+        for name, value in data.get("problem", {}).items():
+            problems[name][rows] = np.asarray(value)[:n_real]
         s0 = 0
         if c == first_chunk and first_seg:
             state, s0 = _state_from_host(state, saved, plan.batched), first_seg
@@ -446,7 +443,7 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
                 collected[name][rows, 0] = np.asarray(value)[:n_real]
         for s in range(s0, plan.n_segments):
             t0 = s * plan.seg * cfg.snapshot_every
-            state, obs = plan.segment(state, hp, data, shared, jnp.int32(t0))
+            state, obs = plan.segment(state, hp, data, jnp.int32(t0))
             first = 1 + s * plan.seg
             for name, value in obs.items():
                 collected[name][rows, first:first + plan.seg] = np.asarray(value)[:n_real]
@@ -467,16 +464,18 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
             _write_npz(ck / f"chunk-{c:05d}.npz", {
                 "meta": _meta(fp, chunk=c), "diverged": diverged[rows], "diverge_step": diverge_step[rows],
                 **{f"obs_{k}": v[rows] for k, v in collected.items()},
+                **{f"problem_{k}": v[rows] for k, v in problems.items()},
             })
             wall = wall_before + time.perf_counter() - t_start
             _write_npz(ck / "position.npz", {"meta": _meta(fp, chunk=c + 1, segments=0, wall=wall)})
     meter.close()
     wall = wall_before + time.perf_counter() - t_start
-    return _results(plan, collected, diverged, diverge_step, wall)
+    return _results(plan, collected, problems, diverged, diverge_step, wall)
 
 
-def _results(plan: Plan, collected, diverged, diverge_step, wall) -> io.Results:
-    """Arrays with leading axes (point, replica); a shard keeps the flat ``replica_id`` axis."""
+def _results(plan: Plan, collected, problems, diverged, diverge_step, wall) -> io.Results:
+    """Arrays with leading axes (point, replica); a shard keeps the flat ``replica_id`` axis.
+    Problems (``problem_<name>``) are kept at their granularity, per replica in a shard."""
     lead = ("replica_id",) if plan.shard else ("point", "replica")
     shape = (plan.n_ids,) if plan.shard else (plan.n_points, plan.replicas)
     arrays = {name: v.reshape(shape + v.shape[1:]) for name, v in collected.items()}
@@ -485,6 +484,13 @@ def _results(plan: Plan, collected, diverged, diverge_step, wall) -> io.Results:
     arrays["diverge_step"], axes["diverge_step"] = diverge_step.reshape(shape), lead
     for name, values in plan.hp.items():
         arrays[f"hp_{name}"], axes[f"hp_{name}"] = values[plan.lo:plan.hi].reshape(shape), lead
+    if plan.shard:
+        stored, plead = problems, lead
+    else:
+        stored, plead = ensemble.stored_problems(problems, plan.ensemble.get("problem", "run"), *shape)
+    for name, value in stored.items():
+        arrays[f"problem_{name}"] = value
+        axes[f"problem_{name}"] = plead + tuple(f"{name}_axis{i}" for i in range(value.ndim - len(plead)))
     return io.Results(manifest(plan, wall), arrays, axes)
 
 
@@ -500,7 +506,8 @@ def manifest(plan: Plan, wall: float) -> dict:
         "points": plan.points,
         "steps": plan.steps.tolist(),
         "seed": plan.cfg.seed,
-        "replica_keys": "fold_in(fold_in(key(seed), 3), p * replicas + r)",
+        "ensemble": plan.ensemble,
+        "keys": ensemble.KEY_DERIVATION,
         "versions": {
             "dysonbm": __version__, "jax": jax.__version__, "jaxlib": jax.lib.__version__,
             "optax": optax.__version__, "numpy": np.__version__, "python": platform.python_version(),
@@ -536,23 +543,48 @@ def run(cfg: Config, out: str | Path | None = None, overwrite: bool = False, pro
     An existing ``out`` is refused unless ``overwrite`` (start afresh) or ``resume``: continue
     from its checkpoint, or return its results if they are complete. With ``out`` and
     ``checkpoint``, a checkpoint is kept in ``out/checkpoint`` while running and removed with
-    the final, atomic save.
+    the final, atomic save. Only a directory dbm wrote is ever replaced or resumed
+    (`io.not_ours`), and complete results of another config are refused (`CheckpointError`).
+    Sizes are checked before anything proportional to the run is allocated (`dysonbm.sizes`);
+    a run stopped before its first checkpoint (an error, an interrupt) leaves nothing behind.
     """
+    from dysonbm import sizes
+
     if out is not None:
         out = Path(out)
         status = state_of(out)
+        if status != "missing":
+            if not (overwrite or resume):
+                raise FileExistsError(f"{out} exists (use --overwrite or --resume)")
+            reason = io.not_ours(out)
+            if reason:
+                raise FileExistsError(f"{out}: {reason}; not replacing it")
         if resume and status == "complete":
-            return io.load(out)
-        if status != "missing" and not (overwrite or resume):
-            raise FileExistsError(f"{out} exists (use --overwrite or --resume)")
+            done = io.load(out)
+            found = results_mismatch(done.manifest, cfg, shard)
+            if found:
+                raise CheckpointError(f"{out} holds the complete results of another config ({found}); "
+                                      "rerun with the same config, or with --overwrite")
+            return done
+    sizes.check_sizes(cfg, shard)
     plan = Plan(cfg, devices=devices, chunk_size=chunk_size, shard=shard, memory_budget=memory_budget)
+    sizes.check_plan(plan)
     ck = out / CHECKPOINT if (out is not None and checkpoint) else None
+    first_new = _first_missing(out) if out is not None else None
     if ck is not None and not resume:
         shutil.rmtree(ck, ignore_errors=True)
-    results = execute(plan, progress=progress, checkpoint=ck, resume=resume)
-    if out is not None:
-        # replaces the folder (and with it the checkpoint) in one rename
-        io.save(results, out, overwrite=True)
+    elif ck is not None and ck.is_dir():  # temporaries of a killed run
+        for stale in ck.glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
+    try:
+        results = execute(plan, progress=progress, checkpoint=ck, resume=resume)
+        if out is not None:
+            # replaces the folder (and with it the checkpoint) in one rename
+            io.save(results, out, overwrite=True)
+    except BaseException:
+        if ck is not None:
+            _discard_unstarted(out, ck, first_new)
+        raise
     return results
 
 
@@ -569,31 +601,37 @@ def _seconds(s: float) -> str:
 
 
 def calibrate(plan: Plan, steps: int = 300) -> dict:
-    """Seconds per chunk-step of the first chunk, from about ``steps`` steps after a compile.
+    """Seconds of the first chunk's init, of one chunk-step and of one snapshot, timed apart.
 
-    Uses the run's own segment program when a segment is short (its compile is then reused
-    by the run, also through the persistent cache), else one of the run's snapshot interval
-    capped at ``steps``, so the share of time spent in snapshots is the run's or larger.
+    Two programs of ``2h`` steps (``h = steps // 2``), one with a snapshot at the end and one
+    with two: their difference is one snapshot's cost and the rest is the steps'. A run whose
+    snapshots are far apart then costs what its steps cost, and one with costly snapshots (the
+    level-SDE terms) what they cost, whatever the calibration's own spacing.
     """
-    cfg = plan.cfg
-    if plan.seg * cfg.snapshot_every <= 4 * steps:
-        every, snaps, program = cfg.snapshot_every, plan.seg, plan.segment
-    else:
-        every = min(cfg.snapshot_every, steps)
-        snaps = max(1, steps // every)
-        program = plan.segment_program(every, snaps)
-    _, keys, hp, points = plan.chunk_inputs(0)
-    shared = plan.chunk_shared()
+    h = max(1, steps // 2)
+    one, two = plan.segment_program(2 * h, 1), plan.segment_program(h, 2)
+    _, keys, hp = plan.chunk_inputs(0)
     t0 = time.perf_counter()
-    state, data, _ = plan.init(keys, hp, shared, points)
-    state, obs = program(state, hp, data, shared, jnp.int32(0))
+    state, data, _ = plan.init(keys, hp)
+    jax.block_until_ready(state)
+    for program in (one, two):  # compile both
+        state, obs = program(state, hp, data, jnp.int32(0))
     jax.block_until_ready((state, obs))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    state, obs = program(state, hp, data, shared, jnp.int32(every * snaps))
-    jax.block_until_ready((state, obs))
-    per_step = (time.perf_counter() - t0) / (every * snaps)
-    return {"compile_s": compile_s, "per_chunk_step_s": per_step, "steps": every * snaps}
+    state, data, _ = plan.init(keys, hp)
+    jax.block_until_ready((state, data))
+    init_s = time.perf_counter() - t0
+    elapsed = []
+    for program in (one, two):
+        t0 = time.perf_counter()
+        state, obs = program(state, hp, data, jnp.int32(2 * h))
+        jax.block_until_ready((state, obs))
+        elapsed.append(time.perf_counter() - t0)
+    snapshot = max(elapsed[1] - elapsed[0], 0.0)
+    per_step = max(elapsed[0] - snapshot, 0.0) / (2 * h)
+    return {"compile_s": compile_s, "init_s": init_s, "per_chunk_step_s": per_step, "snapshot_s": snapshot,
+            "steps": 4 * h}
 
 
 def dry_run(plan: Plan, calibration: bool = True) -> str:
@@ -606,8 +644,8 @@ def dry_run(plan: Plan, calibration: bool = True) -> str:
         f"  steps {cfg.steps}, snapshots {plan.n_intervals + 1}, replica-steps {plan.n_ids * cfg.steps:.4g}",
         f"  memory per replica: device {_bytes(fp['device'])} (x{HEADROOM} headroom over "
         + ", ".join(f"{k} {_bytes(v)}" for k, v in fp["parts"].items()) + f"), results {_bytes(fp['results'])}",
-        f"  memory total: device {_bytes(fp['device'] * plan.slots + fp['unbatched'] * len(plan.devices))} per chunk, "
-        f"results {_bytes(fp['results'] * plan.n_ids)} (host and disk)",
+        f"  memory total: device {_bytes(fp['device'] * plan.slots)} per chunk, "
+        f"results {_bytes(fp['results'] * plan.n_ids + fp['problems'])} (host and disk)",
         f"  chunks: {plan.n_chunks} x {plan.chunk} replicas ({plan.slots} slots) on {len(plan.devices)} x "
         f"{plan.devices[0].platform}" + (f", chunk chosen for a budget of {_bytes(plan.budget)} ({plan.budget_source})"
                                           if plan.auto_chunk else ""),
@@ -615,7 +653,7 @@ def dry_run(plan: Plan, calibration: bool = True) -> str:
     ]
     if calibration:
         cal = calibrate(plan)
-        per_chunk = cal["per_chunk_step_s"] * cfg.steps
+        per_chunk = cal["init_s"] + cal["per_chunk_step_s"] * cfg.steps + cal["snapshot_s"] * plan.n_intervals
         lines.append(f"  estimated wall time: {_seconds(per_chunk * plan.n_chunks)} "
                      f"({_seconds(per_chunk)} per chunk; from {cal['steps']} calibration steps, "
                      f"compile {cal['compile_s']:.1f} s not included)")
@@ -631,9 +669,17 @@ def run_distributed(cfg: Config, out: str | Path, process_id: int, num_processes
     see. Returns the merged results on process 0, this process's part elsewhere.
     """
     out = Path(out)
+    reason = io.not_ours(out) if out.exists() else None
+    if reason:  # the parts would be written into it and the merge replace it
+        raise FileExistsError(f"{out}: {reason}; not replacing it")
     if state_of(out) == "complete":
         if kwargs.get("resume"):
-            return io.load(out)
+            done = io.load(out)
+            found = results_mismatch(done.manifest, cfg, None)
+            if found:
+                raise CheckpointError(f"{out} holds the complete results of another config ({found}); "
+                                      "rerun with the same config, or with --overwrite")
+            return done
         if not kwargs.get("overwrite"):
             raise FileExistsError(f"{out} exists (use --overwrite or --resume)")
     part = run(cfg, out / f"part-{process_id}", shard=(process_id, num_processes), **kwargs)
@@ -661,3 +707,54 @@ def _is_part_of(path: Path, like: dict, count: int) -> bool:
         return False
     return m.get("config") == like["config"] and m.get("shard", {}).get("count") == count
 
+
+
+def check_sizes(cfg: Config, shard: tuple[int, int] | None = None) -> None:
+    """Refuse (`ConfigError`) a run whose host arrays cannot fit, from the config alone,
+    before a `Plan` allocates anything proportional to it (see `dysonbm.sizes`)."""
+    from dysonbm import sizes
+
+    sizes.check_sizes(cfg, shard)
+
+
+def results_mismatch(manifest: dict, cfg: Config, shard: tuple[int, int] | None) -> str | None:
+    """How complete results differ from what ``cfg`` (and ``shard``) would compute, or None."""
+    found = io.config_difference(manifest.get("config", {}), cfg.to_dict())
+    if found:
+        return found
+    have = manifest.get("shard")
+    have = (have.get("index"), have.get("count")) if isinstance(have, dict) else None
+    want = tuple(shard) if shard else None
+    if have != want:
+        text = lambda s: f"shard {s[0]}/{s[1]}" if s else "the whole run"  # noqa: E731
+        return f"{text(have)} there, {text(want)} here"
+    return None
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (None: it exists)."""
+    first = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        first = p
+    return first
+
+
+def _discard_unstarted(out: Path, ck: Path, first_new: Path | None) -> None:
+    """After a run stopped before its first checkpoint: remove the empty checkpoint folder
+    and the folders the run created, so nothing blocks the next run; a checkpoint with a
+    position is kept for --resume."""
+    if (ck / "position.npz").exists():
+        return
+    if ck.is_dir() and all(f.name.startswith(".") and ".tmp-" in f.name for f in ck.iterdir()):
+        shutil.rmtree(ck, ignore_errors=True)
+    if first_new is None:
+        return
+    for p in (out, *out.parents):
+        try:
+            p.rmdir()  # only if empty
+        except OSError:
+            return
+        if p == first_new:
+            return

@@ -12,11 +12,19 @@ the late snapshots (stationary state) pooled over replicas:
 
 Predicted scale ``x`` of each pair (the linear-scaling variable):
 
-* teacher–student, levels ``eigs`` of ``(W + Wᵀ)/2`` around the teacher's:
-  ``x = sqrt(2π) τ``, ``τ² = αA² / (|B| (2 − α(1 + (N+1)/|B|)))``, so ``⟨S⟩ = sqrt(π)σ = x``
-  (slope 1; to leading order ``x ≈ sqrt(π) sqrt(αA²/|B|)``);
-* Gaussian RBM, levels ``xi2`` (``σ_h² ξ²``) around ``μ² − κ``: ``x = sqrt((α/|B|)(μ² − κ))``
-  with a prefactor the theory does not fix (fitted).
+* teacher–student, levels ``eigs`` of ``(W + Wᵀ)/2`` around the teacher's: ``x`` is ``⟨S⟩`` of
+  the exact stationary law of the discrete update with fresh data every step
+  (:mod:`dysonbm.models.teacher_student`): N = 2 with a degenerate teacher,
+  ``stationary_mean_spacing``; otherwise ``sqrt(2π v)``, ``v`` the exact off-diagonal variance of
+  the symmetric part (``stationary_offdiag_var``); second moments are exact, the law's small
+  non-Gaussian part (0 to −0.2% on ⟨S⟩ at the published points) is left out. Slope 1.
+  Its small-α/|B| limit is ``sqrt(2π) τ``, ``τ² = αA² / (|B| (2 − α(1 + (N+1)/|B|)))``,
+  0.04–1% above it at the published points (``x ≈ sqrt(π) sqrt(αA²/|B|)`` to leading order).
+  For the protocols that share a finite dataset it is the reference the data scatter around,
+  not their law;
+* Gaussian RBM, levels ``xi2_by_mode`` (``σ_h² ξ²``, each assigned to its target mode by
+  eigenvector overlap) around ``μ² − κ``: ``x = sqrt((α/|B|)(μ² − κ))`` with a prefactor the
+  theory does not fix (fitted).
 
 The collapse fits ``y = b x`` through the origin (weighted least squares) over the α-sweep and
 the |B|-sweep together; each point's deviation from the line is kept, since the rule must be
@@ -145,6 +153,7 @@ class ScalingAnalysis:
     blocks: list[str]  # description of each sweep block
     start: int  # first snapshot of the stationary window
     singles: list[dict]
+    published: dict | None = None  # teacher–student: `published_collapse`
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -191,7 +200,8 @@ def _degenerate_groups(target: np.ndarray, rtol: float = 1e-6) -> tuple[list, li
 
 def spectrum(results) -> Spectrum:
     """The levels and targets of a results directory's model (teacher_student: ``eigs``;
-    gaussian_rbm: ``xi2``)."""
+    gaussian_rbm: ``xi2_by_mode``, the levels in target-mode order, or ``xi2`` where a run did
+    not record it)."""
     model = results.config["model"]
     name = model["name"]
     points = results.points
@@ -206,7 +216,7 @@ def spectrum(results) -> Spectrum:
         labels.update({-1 - j: f"d = {target[j]:g}" for j in singles})
         return Spectrum("eigs", levels, targets, pairs, singles, labels)
     if name == "gaussian_rbm":
-        from dysonbm.models.gaussian_rbm import GaussianRBM, fixed_points, lattice_eigenvalues
+        from dysonbm.models.gaussian_rbm import DEGENERATE_RTOL, GaussianRBM, fixed_points, lattice_eigenvalues
 
         defaults = GaussianRBM()
         get = lambda k: model.get(k, getattr(defaults, k))  # noqa: E731
@@ -215,12 +225,16 @@ def spectrum(results) -> Spectrum:
             kappa = lattice_eigenvalues(n_v, float(get("m2")))
         else:
             kappa = np.sort(np.linalg.eigvalsh(np.asarray(get("kernel"), float)))
-        levels = results["xi2"]  # descending
+        # slot j of `xi2_by_mode` is the level assigned to the j-th softest target eigenvector
+        # by eigenvector overlap; the descending `xi2` (older results) pairs levels by rank,
+        # which mixes modes once a level strays past a neighbouring mode's
+        name = "xi2_by_mode" if "xi2_by_mode" in results else "xi2"
+        levels = results[name]
         targets = np.stack([fixed_points(kappa, p["mu2"], p["sigma_h"], n_h) for p in points])
         # group by κ (not by target, which depends on the point's μ²); κ ascending = target descending
         k_of = np.full(n_h, np.inf)
         k_of[: min(n_h, n_v)] = kappa[: min(n_h, n_v)]
-        pairs, singles = _degenerate_groups(np.where(np.isfinite(k_of), k_of, -1.0 - np.arange(n_h)))
+        pairs, singles = _degenerate_groups(np.where(np.isfinite(k_of), k_of, -1.0 - np.arange(n_h)), DEGENERATE_RTOL)
         # cut-off modes (target 0 at every point) carry no pair statistics
         cut = np.all(targets <= 0, axis=0)
         singles += [j for p in pairs if cut[p[0]] for j in p]
@@ -229,7 +243,7 @@ def spectrum(results) -> Spectrum:
         labels = {i: f"κ = {k_of[p[0]]:.3g}" for i, p in enumerate(pairs)}
         labels.update({-1 - j: (f"κ = {k_of[j]:.3g}" if np.isfinite(k_of[j]) else "unmatched") for j in singles})
         kap = {i: float(k_of[p[0]]) for i, p in enumerate(pairs)}
-        return Spectrum("xi2", levels, targets, pairs, singles, labels, kap)
+        return Spectrum(name, levels, targets, pairs, singles, labels, kap)
     raise ValueError(f"no linear-scaling analysis for model {name!r}")
 
 
@@ -238,10 +252,16 @@ def predicted_scale(results, spec: Spectrum, point: int, pair: int) -> float:
     hp = results.points[point]
     model = results.config["model"]
     if model["name"] == "teacher_student":
-        from dysonbm.models.teacher_student import stationary_tau2
+        from dysonbm.models.teacher_student import stationary_mean_spacing, stationary_offdiag_var
 
-        tau2 = stationary_tau2(hp["lr"], hp["batch_size"], hp["noise"], int(model.get("n", 2)))
-        return math.sqrt(2.0 * math.pi * tau2) if tau2 > 0 else float("nan")
+        n = int(model.get("n", 2))
+        teacher = np.asarray(model.get("teacher_eigs", (2.0, 2.0)), float)
+        try:
+            if n == 2 and teacher[0] == teacher[1]:
+                return stationary_mean_spacing(hp["lr"], hp["batch_size"], hp["noise"])
+            return math.sqrt(2.0 * math.pi * stationary_offdiag_var(hp["lr"], hp["batch_size"], hp["noise"], n))
+        except ValueError:  # no stationary state at this (α, |B|): the replicas diverge
+            return float("nan")
     gap = hp["mu2"] - spec.kappa[pair]
     return math.sqrt(hp["lr"] / hp["batch_size"] * max(gap, 0.0))
 
@@ -422,6 +442,35 @@ def single_levels(results, spec: Spectrum, start: int) -> list[dict]:
     return out
 
 
+#: the published fit of ⟨S⟩ = a·sqrt(αA²/|B|) over the three teacher–student sweeps (SCIENCE.md §3.1)
+PUBLISHED_TS_SLOPE = (1.878, 0.034)
+
+
+def published_collapse(stats: list[PairStat]) -> dict:
+    """The teacher–student collapse in the published variable: ``⟨S⟩ = a·sqrt(αA²/|B|)`` over
+    every point, fitted two ways, each compared with `PUBLISHED_TS_SLOPE`:
+
+    * ``"unweighted"``: plain least squares through the origin, the error from the scatter
+      of the points about the line (the points scatter by several percent under the
+      published protocol, far beyond their statistical errors);
+    * ``"weighted"``: `fit_through_origin` with the points' errors (inflated by sqrt(χ²/dof)).
+
+    ``z`` is (a − a_published)/sqrt(err² + err_published²).
+    """
+    x = np.array([math.sqrt(s.hp["lr"] * s.hp["noise"] ** 2 / s.hp["batch_size"]) for s in stats])
+    y = np.array([s.mean_s for s in stats])
+    e = np.array([s.mean_s_err for s in stats])
+    ref, ref_err = PUBLISHED_TS_SLOPE
+    plain = float(np.sum(x * y) / np.sum(x * x))
+    plain_err = math.sqrt(float(np.sum((y - plain * x) ** 2)) / (x.size - 1) / float(np.sum(x * x)))
+    weighted = fit_through_origin(x, y, e, quantity="mean_s")
+    out = {"published": PUBLISHED_TS_SLOPE, "x": x, "y": y, "yerr": e, "points": x.size}
+    for name, (a, err) in (("unweighted", (plain, plain_err)), ("weighted", (weighted.slope, weighted.slope_err))):
+        out[name] = {"slope": a, "err": err, "z": (a - ref) / math.hypot(err, ref_err)}
+    out["weighted"]["chi2_dof"] = weighted.chi2_dof
+    return out
+
+
 def analyse(results, start: int | None = None, max_fit_pairs: int = 20000) -> ScalingAnalysis:
     """The full linear-scaling analysis of a teacher_student or gaussian_rbm results directory."""
     start = stationary_start(results) if start is None else start
@@ -442,6 +491,7 @@ def analyse(results, start: int | None = None, max_fit_pairs: int = 20000) -> Sc
         pooled_ks=(float("nan"), float("nan")), pooled_ks_poisson=(float("nan"), float("nan")),
         shift_slopes=shift_slopes(stats), blocks=names, start=start,
         singles=single_levels(results, spec, start),
+        published=published_collapse(stats) if results.config["model"]["name"] == "teacher_student" else None,
     )
     pooled = pooled_spacings(results, analysis)
     if pooled.size:

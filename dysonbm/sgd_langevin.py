@@ -195,17 +195,23 @@ def drift_rate(model) -> float:
 
 
 # ----------------------------------------------------------------------------- results
-def _model_and_problem(results):
+def _model_and_problem(results, point: int = 0):
+    """The config, the model and the problem the replicas of ``point`` trained on (stored with
+    the results). The noise is measured with one problem per point: a teacher per replica is
+    refused."""
     cfg = config_mod.from_dict(results.config)
     model = config_mod.build_model(cfg)
     _check_model(model)
-    problem = model.problem(jax.random.fold_in(jax.random.key(cfg.seed), engine.PROBLEM))
+    if results.ensemble.get("problem") == "replica":
+        raise ValueError("the SGD → Langevin comparison needs one teacher per grid point: "
+                         "run with [ensemble] problem = \"point\" or \"run\"")
+    problem = {k: jnp.asarray(v) for k, v in results.problem(point).items()}
     return cfg, model, problem
 
 
-def teacher_matrix(results) -> np.ndarray:
-    """The teacher W_t of a teacher–student results directory (redrawn from its seed)."""
-    _, _, problem = _model_and_problem(results)
+def teacher_matrix(results, point: int = 0) -> np.ndarray:
+    """The teacher W_t of a teacher–student results directory at ``point`` (as stored)."""
+    _, _, problem = _model_and_problem(results, point)
     return np.asarray(problem["teacher"], float)
 
 
@@ -229,7 +235,7 @@ def point_noise(results, point: int, *, start: int | None = None, key=None, repl
                 snapshots: int = 4, n_samples: int = 2048) -> tuple[float, NoiseEstimate, float, float]:
     """``(T, noise, D, D_err)`` of one grid point: the measured noise at its stationary weights
     and ``D = lr·v/|B|`` (`dysonbm.dyson.diffusion_from_noise`)."""
-    _, model, problem = _model_and_problem(results)
+    _, model, problem = _model_and_problem(results, point)
     start = scaling.stationary_start(results) if start is None else start
     hp = dict(results.points[point])
     w = _stationary_weights(results, point, start, replicas, snapshots)
@@ -471,7 +477,7 @@ def compare_point(results, point: int, *, start: int | None = None, seed: int = 
                   noise_snapshots: int = 4, noise_samples: int = 2048, replicas: int = 2000, snapshots: int = 40,
                   interval: float = 1.0, burn_in: float = 5.0, method: str = "auto") -> PointComparison:
     """Measure D at one grid point, integrate its Langevin equation, compare (module docstring)."""
-    cfg, model, problem = _model_and_problem(results)
+    cfg, model, problem = _model_and_problem(results, point)
     if "eigs" not in results:
         raise ValueError("results have no `eigs` spectrum: run with [record] spectra = true")
     if not 0 <= point < len(results.points):

@@ -1,5 +1,6 @@
 """The `dbm` command: a one-step pipeline, and bad input refused with exit 2, nothing written."""
 
+import numpy as np
 import pytest
 
 from dysonbm import cli, io
@@ -29,13 +30,30 @@ def test_run_show_pipeline(write_config, tmp_path, capsys):
     assert res["test_loss"].shape == (1, 4, 3)
     assert res.manifest["config"]["name"] == "tiny"
     assert {"jax", "numpy", "dysonbm"} <= set(res.manifest["versions"])
+    np.testing.assert_array_equal(res.steps, [0, 10, 20])
+    np.testing.assert_array_equal(res["hp_lr"], np.full((1, 4), 0.1, np.float32))
+    np.testing.assert_array_equal(res["hp_batch_size"], np.full((1, 4), 4))
     capsys.readouterr()
     assert cli.main(["show", str(out)]) == 0
     table = capsys.readouterr().out
     assert "tiny" in table and "test_loss" in table
-    # an existing directory is refused without --overwrite, accepted with it
+    # the table's numbers are the arrays': medians of the final losses, mean extreme levels
+    head, cols, row = table.strip().splitlines()
+    assert "1 points x 4 replicas, 20 steps, 3 snapshots" in head
+    shown = dict(zip(cols.split(), row.split()))
+    assert (shown["lr"], shown["batch_size"], shown["replicas"], shown["diverged"]) == ("0.1", "4", "4", "0%")
+    for name in ("test_loss", "train_loss"):
+        assert float(shown[name]) == pytest.approx(float(np.median(res[name][0, :, -1])), rel=1e-3)
+    final = res["eigs"][0, :, -1]
+    assert float(shown["eigs_min"]) == pytest.approx(float(final.min(axis=-1).mean()), rel=1e-3)
+    assert float(shown["eigs_max"]) == pytest.approx(float(final.max(axis=-1).mean()), rel=1e-3)
+    # an existing directory is refused without --overwrite, accepted with it, and the rerun
+    # gives the same numbers bit for bit
     assert cli.main(["run", str(write_config(GOOD)), "--out", str(out), "--quiet"]) == 2
     assert cli.main(["run", str(write_config(GOOD)), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    again = io.load(out)
+    for name in res.names():
+        np.testing.assert_array_equal(again[name], res[name], err_msg=name)
 
 
 BAD = {
@@ -79,3 +97,63 @@ def test_missing_config_file(tmp_path, capsys):
 def test_show_refuses_a_non_results_directory(tmp_path, capsys):
     assert cli.main(["show", str(tmp_path)]) == 2
     assert "manifest" in capsys.readouterr().err
+
+
+def test_sweep_overrides_build_one_product_block(write_config, tmp_path, capsys):
+    from pathlib import Path
+
+    from dysonbm import config
+
+    quick = config.load(Path(__file__).resolve().parents[1] / "configs" / "multilayer_quick.toml",
+                        config.parse_set_args(["sweep.lr=[4.0]", "sweep.init_std=[0.25]"]))
+    assert [(p["lr"], p["init_std"]) for p in config.grid_points(quick)] == [(4.0, 0.25)]
+    # one key: the file's single block keeps its other keys, the key is replaced, not added twice
+    one = config.apply_overrides({"sweep": [{"lr": [0.1, 0.2], "init_std": [1, 2, 3]}]}, {"sweep.lr": [0.5]})
+    assert one["sweep"] == [{"lr": [0.5], "init_std": [1, 2, 3]}]
+    # several file blocks: the overrides' block replaces them
+    two = config.apply_overrides({"sweep": [{"lr": [0.1]}, {"batch_size": [4]}]},
+                                 {"sweep.lr": [0.3], "sweep.batch_size": [8, 16]})
+    assert two["sweep"] == [{"lr": [0.3], "batch_size": [8, 16]}]
+    # the same through the command (the summary line prints the grid it ran) and from Python
+    out = tmp_path / "res"
+    args = ["run", str(write_config(GOOD)), "--out", str(out), "--quiet",
+            "--set", "sweep.lr=[0.05, 0.2]", "--set", "sweep.batch_size=[2]"]
+    assert cli.main(args) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert "grid lr=[0.05, 0.2] x batch_size=[2]: 2 points x 4 replicas" in head, head
+    res = io.load(out)
+    np.testing.assert_array_equal(res["hp_lr"][:, 0], np.float32([0.05, 0.2]))
+    np.testing.assert_array_equal(res["hp_batch_size"], np.full((2, 4), 2))
+    import dysonbm
+
+    api = dysonbm.run(config.load(write_config(GOOD)), sweep__lr=[0.5], sweep__batch_size=[16])
+    assert [(p["lr"], p["batch_size"]) for p in api.points] == [(0.5, 16)]
+
+
+def test_reproduce_reruns_or_resumes_only_its_own_directory(tmp_path, monkeypatch, capsys):
+    from dysonbm.reproduce import sgd_langevin as rep
+
+    calls = []
+
+    def fake_run(out, quick, progress, resume=False):
+        calls.append((out, quick, resume))
+        (out / "report.md").write_text("report")
+        return out / "report.md"
+
+    monkeypatch.setattr(rep, "run", fake_run)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "report.md").write_text("old report")
+    base = ["reproduce", "sgd-langevin", "--quick", "--out", str(tmp_path / "res"), "--quiet"]
+    assert cli.main(base) == 2  # exists: neither flag
+    assert cli.main([*base, "--resume"]) == 0 and calls[-1][2] is True
+    assert cli.main([*base, "--overwrite"]) == 0 and calls[-1][2] is False
+    assert len(calls) == 2
+
+    def interrupted(out, quick, progress, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep, "run", interrupted)
+    capsys.readouterr()
+    assert cli.main([*base, "--overwrite"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"dbm reproduce sgd-langevin --quick --out {tmp_path / 'res'} --resume --quiet")

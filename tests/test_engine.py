@@ -66,11 +66,11 @@ def final_params_loop(cfg):
     out = []
     init, step = jax.jit(plan.sim.init), jax.jit(plan.sim.step)
     for g in range(plan.total):
-        key = jax.random.fold_in(plan.replica_root, g)
+        keys = jax.tree_util.tree_map(lambda k: k[0], plan.replica_keys(np.array([g])))
         hp = {k: jnp.asarray(v[g]) for k, v in plan.hp.items()}
-        state, data = init(key, hp, plan.shared, jnp.int32(plan.point_of[g]))
+        state, data = init(keys, hp)
         for t in range(cfg.steps):
-            state = step(state, jnp.int32(t), hp, data, plan.shared)
+            state = step(state, jnp.int32(t), hp, data)
         out.append(np.asarray(state["params"]))
     return np.stack(out)
 
@@ -80,9 +80,11 @@ def final_weights(results):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: ml_cfg(record={"weights": True}),
-    lambda: ml_cfg(protocol="shared", reshuffle="true", record={"weights": True}),
+    lambda: ml_cfg(record={"weights": True}),  # teacher, data and test set per replica
+    lambda: ml_cfg(reshuffle="true", record={"weights": True}, ensemble={"problem": "point", "inputs": "point"}),
     lambda: ts_cfg(record={"weights": True}),
+    lambda: ts_cfg(protocol="fixed", record={"weights": True}, ensemble={"problem": "replica"},
+                   model={"name": "teacher_student", "noise": 0.1, "teacher_eigs": [1.0, 2.0]}),
 ])
 def test_vmapped_replicas_equal_python_loop_bitwise(make):
     cfg = make()
@@ -92,7 +94,9 @@ def test_vmapped_replicas_equal_python_loop_bitwise(make):
 
 
 @pytest.mark.parametrize("make", [lambda: ml_cfg(replicas=64, steps=20, every=10, record={"weights": True}),
-                                  lambda: ts_cfg(replicas=64, steps=20, every=10, record={"weights": True})])
+                                  lambda: ts_cfg(replicas=64, steps=20, every=10, record={"weights": True}),
+                                  lambda: ts_cfg(replicas=64, steps=20, every=10, protocol="fixed",
+                                                 record={"weights": True}, ensemble={"problem": "replica"})])
 def test_result_does_not_depend_on_chunk_size(make):
     cfg = make()
     runs = {c: runner.run(cfg, progress=False, devices=1, chunk_size=c) for c in (1, 7, 64)}
@@ -110,16 +114,17 @@ def test_sharding_over_two_devices_is_bitwise_equal_to_one():
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
 
 
-@pytest.mark.parametrize("protocol", ["online", "fixed", "shared"])
-def test_masked_batch_equals_unmasked(protocol):
+@pytest.mark.parametrize("protocol, inputs", [("online", "replica"), ("fixed", "replica"), ("fixed", "point")])
+def test_masked_batch_equals_unmasked(protocol, inputs):
     """Replicas with |B| = 4 give the same numbers whether or not the grid pads to |B| = 16.
 
     Same samples, same masked means (padding adds exact zeros); the padded program is
     vectorised differently, so agreement is to float32 rounding: a few ulp after 40 steps.
     The test loss is a small difference of nearly equal matrices, hence its looser rtol.
     """
-    alone = ts_cfg(replicas=4, protocol=protocol, sweep="batch_size = [4]", record={"weights": True})
-    padded = ts_cfg(replicas=4, protocol=protocol, sweep="batch_size = [4, 16]", record={"weights": True})
+    ens = {"inputs": inputs}
+    alone = ts_cfg(replicas=4, protocol=protocol, sweep="batch_size = [4]", record={"weights": True}, ensemble=ens)
+    padded = ts_cfg(replicas=4, protocol=protocol, sweep="batch_size = [4, 16]", record={"weights": True}, ensemble=ens)
     a = runner.run(alone, progress=False)
     b = runner.run(padded, progress=False)
     np.testing.assert_allclose(b["weights"][0], a["weights"][0], rtol=1e-6, atol=1e-7)
@@ -160,6 +165,10 @@ def test_diverging_replica_is_flagged_and_leaves_neighbours_untouched():
     assert np.isfinite(b["weights"][1]).all()  # frozen at the last finite state
     for name in a.names():
         if name.startswith("hp_"):
+            continue
+        if name.startswith("problem_"):  # one teacher for the run (the published default)
+            assert a.axes[name][0] != "point"
+            np.testing.assert_array_equal(b[name], a[name], err_msg=name)
             continue
         np.testing.assert_array_equal(b[name][:1], a[name], err_msg=name)
 

@@ -41,14 +41,25 @@ def test_lattice_kernel_spectrum(n):
 
 
 def test_fixed_point_table():
-    kappa = lattice_eigenvalues(N, M2)  # 4, 4.38², 5.38², 6.62², 7.62², 8
+    # N = 10, m² = 4 by hand: κ_k = 6 − 2cos(36°·k), with 2cos 36° = φ = 1.618034 and
+    # 2cos 72° = φ − 1 = 0.618034: 4, 6 − φ (twice), 6 − (φ−1) (twice), 6 + (φ−1) (twice),
+    # 6 + φ (twice), 8
+    kappa = np.array([4.0, 4.381966, 4.381966, 5.381966, 5.381966, 6.618034, 6.618034, 7.618034, 7.618034, 8.0])
+    # the same spectrum from the explicit matrix: m² + 2 on the diagonal, −1 to each neighbour
+    K = np.zeros((N, N))
+    for i in range(N):
+        K[i, i] = M2 + 2.0
+        K[i, (i + 1) % N] = K[i, (i - 1) % N] = -1.0
+    np.testing.assert_allclose(np.linalg.eigvalsh(K), kappa, atol=1e-6)
+    np.testing.assert_allclose(lattice_eigenvalues(N, M2), kappa, atol=1e-6)
     # μ² = 9: every mode learnt, σ_h² ξ² = μ² − κ, descending
-    np.testing.assert_allclose(fixed_points(kappa, 9.0, 1.0, N), np.sort(9.0 - kappa)[::-1])
-    # μ² = 6 cuts κ > 6 off; N_h = 4 < 5 learnable modes keeps only the 4 softest
-    np.testing.assert_allclose(fixed_points(kappa, 6.0, 2.0, 4), 6.0 - kappa[:4])
+    np.testing.assert_allclose(fixed_points(kappa, 9.0, 1.0, N),
+                               [5.0, 4.618034, 4.618034, 3.618034, 3.618034, 2.381966, 2.381966, 1.381966, 1.381966, 1.0],
+                               atol=1e-6)
+    # μ² = 6 cuts κ > 6 off; N_h = 4 < 5 learnable modes keeps only the 4 softest; σ_h drops out
+    np.testing.assert_allclose(fixed_points(kappa, 6.0, 2.0, 4), [2.0, 1.618034, 1.618034, 0.618034], atol=1e-6)
     cut = fixed_points(kappa, 6.0, 1.0, 12)
-    np.testing.assert_allclose(cut[:5], 6.0 - kappa[:5])
-    assert cut.shape == (12,) and np.all(cut[5:] == 0)
+    np.testing.assert_allclose(cut, [2.0, 1.618034, 1.618034, 0.618034, 0.618034] + [0.0] * 7, atol=1e-6)
 
 
 # -- validation and divergence --------------------------------------------------------------
@@ -320,3 +331,123 @@ def test_sgd_with_gibbs_chains_settles_at_fixed_points():
     # the noise is there and of the predicted size: stationary width ∝ sqrt((α/|B|)(μ² − κ))
     width = tail[..., 0].std(1).mean() / np.sqrt(temperature * expected[0])
     assert 0.5 < width < 3.0
+
+
+# -- levels assigned to target modes by eigenvector overlap ---------------------------------
+
+from dysonbm import scaling  # noqa: E402
+from dysonbm.io import Results  # noqa: E402
+from dysonbm.models.gaussian_rbm import target_modes  # noqa: E402
+
+RBM_HP = {"sigma_h": 1.0, "mu2": 9.0, "eta": 0.0}
+# levels per slot (j-th softest eigenvector of K_φ, N = 10, m² = 4: modes 0, 1 1, 2 2, 3 3, 4 4, 5)
+# near the fixed points 5, 4.62², 3.62², 2.38², 1.38², 1, displaced so that ranking mixes modes:
+# mode 0 (4.5) falls inside pair 1 (4.9, 4.0), and pair 2's upper level (4.1) above pair 1's
+# lower one. Ranked, the slots read 4.9 | 4.5, 4.1 | 4.0, 3.5: pair spacings 0.4 and 0.5
+# instead of the modes' 0.9 and 0.6.
+MIXED = np.array([4.5, 4.9, 4.0, 4.1, 3.5, 2.4, 2.3, 1.4, 1.3, 1.0])
+
+
+def w_on_modes(model, levels, seed=0):
+    """W = Q' diag(√levels) Vᵀ: level j on the j-th softest eigenvector of K_φ, the basis of each
+    degenerate eigenspace first turned by a random angle (eigh's basis there is arbitrary)."""
+    rng = np.random.default_rng(seed)
+    _, Q, mode = target_modes(model.target_kernel())
+    Q = Q.copy()
+    for m in np.unique(mode):
+        cols = np.nonzero(mode == m)[0]
+        if cols.size == 2:
+            a = rng.uniform(0, 2 * np.pi)
+            Q[:, cols] = Q[:, cols] @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    n = levels.size
+    V = np.linalg.qr(rng.normal(size=(model.n_hidden, model.n_hidden)))[0][:, :n]
+    return Q[:, :n] @ np.diag(np.sqrt(levels)) @ V.T
+
+
+def rbm_observables(model, w):
+    return jax.jit(lambda w: model.observables({"W": w}, None, None, None, RBM_HP))(jnp.asarray(w, jnp.float32))
+
+
+def test_target_modes_of_the_lattice():
+    kappa, Q, mode = target_modes(lattice_kernel(N, M2))
+    np.testing.assert_allclose(kappa, lattice_eigenvalues(N, M2), atol=1e-12)
+    assert mode.tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]
+    np.testing.assert_allclose(Q.T @ Q, np.eye(N), atol=1e-12)
+
+
+def test_overlap_assigns_levels_that_ranking_mixes():
+    model = GaussianRBM()
+    out = rbm_observables(model, w_on_modes(model, MIXED))
+    np.testing.assert_allclose(out["xi2"], np.sort(MIXED)[::-1], rtol=1e-5)
+    np.testing.assert_allclose(out["xi2_by_mode"], MIXED, rtol=1e-5)
+    np.testing.assert_allclose(out["mode_overlap"], 1.0, atol=1e-5)
+    # ranking pairs slots (1, 2) and (3, 4): spacings 4.5 − 4.1 and 4.0 − 3.5 …
+    ranked = np.asarray(out["xi2"])
+    assert ranked[1] - ranked[2] == pytest.approx(0.4, abs=1e-4)
+    assert ranked[3] - ranked[4] == pytest.approx(0.5, abs=1e-4)
+    # … the modes' pairs are (4.9, 4.0) and (4.1, 3.5)
+    by_mode = np.asarray(out["xi2_by_mode"])
+    assert by_mode[1] - by_mode[2] == pytest.approx(0.9, abs=1e-4)
+    assert by_mode[3] - by_mode[4] == pytest.approx(0.6, abs=1e-4)
+    assert by_mode[0] == pytest.approx(4.5, rel=1e-5)
+
+
+def test_overlap_assignment_with_tilted_eigenvectors():
+    # each level's vector tilted by 0.3 rad towards the next mode: overlap cos² 0.3 ≈ 0.91,
+    # still assigned to its own mode; the recorded overlap says how pure it is
+    model = GaussianRBM()
+    _, Q, mode = target_modes(model.target_kernel())
+    order = [0, 1, 3, 5, 7, 9]  # one vector of each mode
+    t = 0.3
+    U = Q.copy()
+    for a, b in zip(order[:-1], order[1:]):
+        U[:, a] = np.cos(t) * Q[:, a] + np.sin(t) * Q[:, b]
+    U[:, order[-1]] = np.cos(t) * Q[:, order[-1]] + np.sin(t) * Q[:, 0]
+    U = np.linalg.qr(U)[0] * np.sign(np.diag(np.linalg.qr(U)[1]))  # orthonormal, close to the tilted vectors
+    V = np.linalg.qr(np.random.default_rng(1).normal(size=(N, N)))[0]
+    out = rbm_observables(model, U @ np.diag(np.sqrt(MIXED)) @ V.T)
+    np.testing.assert_allclose(out["xi2_by_mode"], MIXED, rtol=1e-4)
+    assert np.all(np.asarray(out["mode_overlap"]) > 0.8) and np.any(np.asarray(out["mode_overlap"]) < 0.95)
+
+
+def test_more_hidden_than_visible_units_and_fewer():
+    wide = GaussianRBM(n_visible=6, n_hidden=8)  # modes 0, 1 1, 2 2, 3; two zero levels
+    levels = np.array([3.0, 3.2, 2.9, 1.5, 1.0, 0.5])
+    out = rbm_observables(wide, w_on_modes(wide, levels, seed=2))
+    np.testing.assert_allclose(out["xi2_by_mode"][:6], levels, rtol=1e-5)
+    np.testing.assert_allclose(out["xi2_by_mode"][6:], 0.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out["mode_overlap"][6:]), 0.0)
+    # four hidden units on ten sites: the slots are modes 0, 1, 1 and one of mode 2
+    narrow = GaussianRBM(n_hidden=4)
+    levels = np.array([3.0, 4.6, 4.7, 3.6])
+    out = rbm_observables(narrow, w_on_modes(narrow, levels, seed=3))
+    np.testing.assert_allclose(out["xi2_by_mode"][0], 3.0, rtol=1e-5)
+    np.testing.assert_allclose(np.sort(out["xi2_by_mode"][1:3]), [4.6, 4.7], rtol=1e-5)
+    np.testing.assert_allclose(out["xi2_by_mode"][3], 3.6, rtol=1e-5)
+    assert GaussianRBM().observable_axes()["xi2_by_mode"] == ("mode",)
+
+
+def test_scaling_pairs_levels_by_mode():
+    model = GaussianRBM()
+    # four replicas, two snapshots: the mixed levels with random bases and hidden rotations
+    ws = np.stack([w_on_modes(model, MIXED * (1 + 0.01 * s), seed=s) for s in range(8)])
+    obs = jax.jit(jax.vmap(lambda w: model.observables({"W": w}, None, None, None, RBM_HP)))(jnp.asarray(ws, jnp.float32))
+    shape = (1, 4, 2, N)
+    arrays = {k: np.asarray(obs[k]).reshape(shape) for k in ("xi2", "xi2_by_mode")}
+    arrays["diverged"] = np.zeros((1, 4), bool)
+    manifest = {"points": [{"lr": 0.1, "batch_size": 16, **RBM_HP, "init_std": 0.1}], "steps": [0, 1000],
+                "config": {"model": {"name": "gaussian_rbm"}}}
+    res = Results(manifest, arrays, {})
+    spec = scaling.spectrum(res)
+    assert spec.name == "xi2_by_mode"
+    assert spec.pairs[0] == (1, 2) and spec.labels[0] == "κ = 4.38"
+    scale = (1 + 0.01 * np.arange(8)).reshape(4, 2)
+    spacing = lambda r, s, k: np.diff(scaling.pair_levels(r, s, 0, k, 0), axis=-1)[..., 0]  # noqa: E731
+    np.testing.assert_allclose(spacing(res, spec, 0), 0.9 * scale, rtol=1e-4)
+    np.testing.assert_allclose(spacing(res, spec, 1), 0.6 * scale, rtol=1e-4)
+    # results without the assignment fall back to ranking, which mixes the modes
+    old = Results(manifest, {k: v for k, v in arrays.items() if k != "xi2_by_mode"}, {})
+    spec_old = scaling.spectrum(old)
+    assert spec_old.name == "xi2" and spec_old.pairs == spec.pairs
+    np.testing.assert_allclose(spacing(old, spec_old, 0), 0.4 * scale, rtol=1e-3)
+    np.testing.assert_allclose(spacing(old, spec_old, 1), 0.5 * scale, rtol=1e-3)

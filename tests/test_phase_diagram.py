@@ -28,7 +28,7 @@ name = "multilayer"
 [train]
 batch_size = 4
 [data]
-protocol = "shared"
+protocol = "fixed"
 batches_per_epoch = 50
 n_test = 128
 [divergence]
@@ -88,14 +88,27 @@ def test_axes_of_recorded_observables(tiny):
     np.testing.assert_allclose(g, tiny["svals"][:4] ** 2, rtol=2e-3, atol=1e-5)
 
 
-def test_teacher_gram_is_the_runs_teacher(tiny):
-    t = phases.teacher_gram(tiny.config)
-    assert t.shape == (16,) and np.all(np.diff(t) <= 0)
-    # the teacher's labels are reproduced by a student equal to the teacher: loss 0 there
+def test_teacher_gram_is_each_replicas_stored_teacher(tiny):
+    """Published protocol: every replica draws its own M, Z and teacher, stored with the results
+    and keyed as documented (problem key of replica g: fold_in(fold_in(key(seed), 0), g))."""
+    t = phases.teacher_gram(tiny)
+    assert tiny.ensemble["problem"] == "replica"
+    assert t.shape == (5, 4, 16) and np.all(np.diff(t, axis=-1) <= 0)
+    assert len({round(float(v), 6) for v in t[..., 0].ravel()}) == 20  # 20 replicas, 20 teachers
     model = Multilayer()
-    problem = model.problem(jax.random.fold_in(jax.random.key(0), 0))
-    w = np.asarray(problem["teacher"])
-    np.testing.assert_allclose(t, np.linalg.eigvalsh(w @ w.T)[::-1], rtol=1e-6)
+    g = 2 * 4 + 3  # point 2, replica 3
+    problem = model.problem(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), g))
+    stored = tiny.problem(2, 3)
+    for name in ("M", "Z", "teacher"):  # same draws (the jitted scaling may round differently)
+        np.testing.assert_allclose(stored[name], np.asarray(problem[name]), rtol=1e-6, err_msg=name)
+    w = stored["teacher"].astype(float)
+    np.testing.assert_allclose(t[2, 3], np.linalg.eigvalsh(w @ w.T)[::-1], rtol=1e-6)
+    # the labels are the stored teacher's: loss 0 at its own weights, not at a neighbour's
+    x = jax.random.normal(jax.random.key(9), (64, 3))
+    batch = jax.vmap(lambda xi: model.make_sample(stored, xi, ()))(x)
+    mask = jnp.ones(64)
+    assert float(model.loss(stored["teacher"], batch, mask, stored, {})) < 1e-10
+    assert float(model.loss(tiny.problem(1, 0)["teacher"], batch, mask, stored, {})) > 1e-3
 
 
 def test_divergent_point_is_flagged_and_the_sweep_finishes(tiny, tmp_path):
@@ -134,7 +147,7 @@ def test_langevin_check_wiring_on_a_small_run(tiny, tmp_path):
     json.dumps([phase_diagram._plain(r) for r in rows])
     text = "\n".join(phase_diagram.langevin_section(rows, {}, dense))
     assert "| ordered |" in text and "Langevin regime" in text
-    path = phase_plots.langevin_levels(dense, [r for r in rows if r["window"] == "early"], s["teacher"],
+    path = phase_plots.langevin_levels(dense, [r for r in rows if r["window"] == "early"],
                                        tmp_path / "lg.png", late=[r for r in rows if r["window"] == "late"])
     assert path.stat().st_size > 10_000
 
@@ -173,7 +186,7 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
     report = phase_diagram.run(out, quick=True, progress=False)
     grid = dysonbm.load(out / "grid")
-    summary = phases.assemble(grid, **phase_diagram.THRESHOLDS[True])
+    summary = phases.assemble(grid, **phase_diagram.THRESHOLDS["quick"])
     return out, report, grid, summary
 
 

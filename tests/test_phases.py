@@ -182,3 +182,99 @@ def test_disorder_line_is_where_tanh_of_a_gaussian_turns_bimodal():
     for sigma, peaked in [(0.95 * phases.disorder_line, True), (1.05 * phases.disorder_line, False)]:
         curvature = log_density(h, sigma) - 2 * log_density(0.0, sigma) + log_density(-h, sigma)
         assert (curvature < 0) == peaked
+
+
+# ---------------------------------------------------------------------------------------
+# the drift criterion: final weights (published) or a majority of late snapshots
+# ---------------------------------------------------------------------------------------
+def _criterion_threshold(K=16, L=32, T=1.0, sigma_w=1.0, V=1.0):
+    """K_t at equality of K_t/(√r (K−1)) ≥ T V_t/(4σ_W²)."""
+    return np.sqrt(L / K) * (K - 1) * T * V / (4.0 * sigma_w**2)
+
+
+def test_final_and_majority_rules_differ_on_a_constructed_trajectory():
+    K, L = 16, 32
+    thr = _criterion_threshold(K, L)
+    V = np.ones((3, 9))
+    K_t = np.zeros((3, 9))
+    K_t[0, 5:8] = 2 * thr  # drift-dominated at 3 of the 4 late snapshots, not at the end
+    K_t[1, 8] = 2 * thr  # only at the end
+    K_t[2, 4:] = 2 * thr  # throughout the late half
+    majority = phases.drift_passes(K_t, V, 1.0, 1.0, K, L, rule="majority")
+    final = phases.drift_passes(K_t, V, 1.0, 1.0, K, L, rule="final")
+    np.testing.assert_array_equal(majority, [True, False, True])
+    np.testing.assert_array_equal(final, [False, True, True])
+    # the default keeps the majority rule; the published one is asked for by name
+    np.testing.assert_array_equal(phases.drift_passes(K_t, V, 1.0, 1.0, K, L), majority)
+    # the final rule compares at the threshold itself: K_t just above and just below
+    K_t[:, -1] = thr * np.array([1.001, 0.999, 1.0])
+    np.testing.assert_array_equal(phases.drift_passes(K_t, V, 1.0, 1.0, K, L, rule="final"), [True, False, True])
+    with pytest.raises(ValueError, match="rule"):
+        phases.drift_passes(K_t, V, 1.0, 1.0, K, L, rule="last")
+
+
+def test_paper_and_sde_noise_give_different_verdicts():
+    # same K_t, V_t_paper three times smaller than V_t: passes with the paper's, fails with the SDE's
+    K, L = 16, 32
+    thr = _criterion_threshold(K, L, V=1.0)
+    K_t = np.full((1, 5), 1.5 * thr)
+    assert not phases.drift_passes(K_t, np.full((1, 5), 3.0), 1.0, 1.0, K, L, rule="final")[0]
+    assert phases.drift_passes(K_t, np.full((1, 5), 1.0), 1.0, 1.0, K, L, rule="final")[0]
+
+
+# ---------------------------------------------------------------------------------------
+# T_c with its bootstrap error over replicas
+# ---------------------------------------------------------------------------------------
+T_GRID = 2.0 ** np.arange(-5, 7)  # the published temperatures
+# a drift fraction 1/(1 + (T/T0)²) crossing 0.68 halfway (in log T) between T = 1 and 2
+T_CROSS = 2.0**0.5
+T0 = T_CROSS / np.sqrt(1 / 0.68 - 1)
+
+
+def _passes(replicas, seed):
+    p = 1.0 / (1.0 + (T_GRID / T0) ** 2)
+    return np.random.default_rng(seed).random((T_GRID.size, replicas)) < p[:, None]
+
+
+def test_critical_temperature_error_is_zero_for_identical_replicas():
+    # every replica the same: every resample gives the same curve
+    passes = np.repeat((T_GRID < 1.5)[:, None], 50, axis=1)
+    out = phases.critical_temperature_error(T_GRID, passes, n_boot=200)
+    assert out["T_c"] == pytest.approx(2.0 ** (np.log2(1.0) + (1 - 0.68) / 1.0))
+    assert out["err"] < 1e-12 and out["no_crossing"] == 0.0 and out["replicas"] == 50
+
+
+def test_critical_temperature_error_matches_the_spread_and_shrinks_as_one_over_sqrt_replicas():
+    # calibration: the bootstrap error of one data set against the spread of T_c over 30
+    est = [phases.critical_temperature_error(T_GRID, _passes(1600, s), n_boot=300, seed=s) for s in range(30)]
+    tc = np.array([e["T_c"] for e in est])
+    # centred on the noise-free estimate (the grid interpolation's, not the curve's 2^0.5)
+    exact = phases.critical_temperature(T_GRID, 1.0 / (1.0 + (T_GRID / T0) ** 2))
+    assert np.mean(tc) == pytest.approx(exact, rel=0.01)
+    assert np.mean([e["err"] for e in est]) == pytest.approx(np.std(tc, ddof=1), rel=0.3)
+    # 16× the replicas: 4× smaller error
+    err = {R: np.mean([phases.critical_temperature_error(T_GRID, _passes(R, 100 + s), n_boot=300, seed=s)["err"]
+                       for s in range(3)]) for R in (400, 6400)}
+    assert 3.2 < err[400] / err[6400] < 5.0
+
+
+def test_critical_temperature_error_counts_only_valid_replicas():
+    passes = _passes(400, 7)
+    valid = np.ones_like(passes)
+    # invalid replicas that all "pass" must not move T_c
+    extra = np.ones((T_GRID.size, 400), bool)
+    both = phases.critical_temperature_error(T_GRID, np.hstack([passes, extra]),
+                                             np.hstack([valid, ~extra]), n_boot=100)
+    alone = phases.critical_temperature_error(T_GRID, passes, n_boot=100)
+    assert both["T_c"] == pytest.approx(alone["T_c"], rel=1e-12)
+    assert both["replicas"] == 800
+
+
+def test_paper_units():
+    summary = {"loss": np.array([0.5, 1e-3]), "hs": np.array([0.64, -0.32]), "lam": np.array([1e-4, -2e-5])}
+    out = phases.paper_units(summary, 128, phases.steps_per_epoch({"batches_per_epoch": 1000}, [4, 8]))
+    np.testing.assert_allclose(out["loss"], [1.0, 2e-3])
+    np.testing.assert_allclose(out["hs"], [0.005, -0.0025])
+    np.testing.assert_allclose(out["lam"], [0.1, -0.02])
+    # a dataset given by size: an epoch is n_data/|B| steps
+    np.testing.assert_allclose(phases.steps_per_epoch({"n_data": 4000}, [4, 8]), [1000, 500])

@@ -3,6 +3,7 @@ a checkpoint of another config, or a corrupt one, is refused (one line, exit 2).
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -123,3 +124,70 @@ def test_corrupt_checkpoint_is_refused(tmp_path, write_config, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unreadable" in err, err
     assert not (out / "manifest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(env, tmp_path_factory):
+    """The results of CFG run without a stop, to compare resumed runs with."""
+    where = tmp_path_factory.mktemp("whole")
+    (where / "cfg.toml").write_text(CFG)
+    res = dbm(env, "run", where / "cfg.toml", "--out", where / "out", "--quiet")
+    assert res.returncode == 0, res.stderr
+    return io.load(where / "out")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signalled_run_stops_cleanly_and_resumes_bitwise(sig, env, tmp_path, write_config, uninterrupted):
+    cfg = write_config(CFG)
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(dbm_args("run", cfg, "--out", out, "--quiet"), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(out / "checkpoint" / "chunk-00000.npz", proc)
+        while (position(out).get("chunk"), position(out)["segments"] >= 2) != (1, True):  # chunk 1 under way
+            assert proc.poll() is None, "the run ended before it was signalled"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        signalled = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # stopped within a segment (a segment of this run takes well under a second), not at the end
+    assert time.monotonic() - signalled < 20
+    assert proc.returncode == 128 + sig, err
+    assert not (out / "manifest.json").exists(), "the run finished before it was signalled"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and signal.Signals(sig).name in lines[0] and "resume with: " in lines[0], err
+    # a valid checkpoint of chunk 1, and nothing else: no temporary file, no half-written save
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.name != "cfg.toml")
+    assert left[:3] == ["stopped", "stopped/checkpoint", "stopped/checkpoint/chunk-00000.npz"], left
+    assert left[3:] == ["stopped/checkpoint/position.npz"], left
+    meta = position(out)
+    assert meta["chunk"] == 1 and 2 <= meta["segments"] < 20, meta
+
+    # the printed command, run as printed, continues to the numbers of an uninterrupted run
+    command = shlex.split(lines[0].split("resume with: ", 1)[1])
+    assert command[0] == "dbm" and "--resume" in command and str(out) in command, command
+    res = subprocess.run([sys.executable, "-m", "dysonbm.cli", *command[1:]], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert not (out / "checkpoint").exists()
+    a = io.load(out)
+    assert a.names() == uninterrupted.names()
+    for name in a.names():
+        np.testing.assert_array_equal(a[name], uninterrupted[name], err_msg=name)
+
+
+def test_resume_of_complete_results_refuses_another_config(env, tmp_path, write_config, capsys, uninterrupted):
+    out = uninterrupted.path
+    cfg = write_config(CFG)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert cli.main(["run", str(cfg), "--out", str(out), "--resume", "--set", "train.lr=0.07", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another config" in err[0] and "0.07" in err[0], err
+    # [run] settings that change no number are not a different config
+    assert cli.main(["run", str(cfg), "--out", str(out), "--resume", "--set", "run.chunk_size=2", "--quiet"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before

@@ -15,7 +15,7 @@ import pytest
 import dysonbm as dbm
 from dysonbm import scaling
 from dysonbm.io import Results
-from dysonbm.models.teacher_student import stationary_tau2
+from dysonbm.models.teacher_student import stationary_mean_spacing, stationary_tau2
 
 
 def synthetic_ts(points, replicas=300, snapshots=12, seed=0, slope=1.0, teacher=2.0):
@@ -115,7 +115,7 @@ def test_ts_online_mean_spacing_and_surmise(ts_online):
     """⟨S⟩ = sqrt(2π) τ within 5 standard errors, spacings follow the β = 1 surmise."""
     an = scaling.analyse(ts_online, start=4)  # step ≥ 200: 20 relaxation times at α = 0.1
     for s in an.stats:
-        want = math.sqrt(2 * math.pi * stationary_tau2(s.hp["lr"], s.hp["batch_size"], 0.1, 2))
+        want = stationary_mean_spacing(s.hp["lr"], s.hp["batch_size"], 0.1)
         assert s.scale == pytest.approx(want)
         assert abs(s.mean_s - want) < 5 * s.mean_s_err, (s.hp, s.mean_s, want, s.mean_s_err)
         assert s.mean_s_err < 0.03 * want

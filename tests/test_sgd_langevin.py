@@ -183,6 +183,17 @@ def test_report_table_lists_every_point(comparisons):
     text = sl.table(comps)
     assert text.count("\n") == 2 + len(comps)
     assert "| yes |" in text and "**no**" in text
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()[2:]]
+    # columns: point, α, |B|, T, D, D formula, ⟨S⟩ SGD, ⟨S⟩ Langevin, ratio, expected, ..., verdict
+    for row, c, (lr, bs) in zip(rows, comps, [(0.1, 16), (0.8, 16)]):
+        assert (float(row[1]), int(row[2])) == (lr, bs)
+        assert float(row[3]) == pytest.approx(lr / bs, rel=1e-3)  # T = α/|B|: 0.00625 and 0.05
+        # D formula αA²/|B|: 6.25e-5 and 5e-4
+        assert float(row[5]) == pytest.approx(lr * A**2 / bs, rel=1e-3)
+        assert float(row[8].split("±")[0]) == pytest.approx(c.ratio, abs=1e-3)
+        # sqrt(2/(2 − α)) for the isotropic teacher (γ = 1): 1.026 and 1.291
+        assert float(row[9]) == pytest.approx(math.sqrt(2 / (2 - lr)), abs=1e-3)
+    assert [row[-1] for row in rows] == ["yes", "**no**"]
 
 
 def test_compare_rejects_results_without_weights_or_other_models():
@@ -200,8 +211,18 @@ def test_compare_rejects_results_without_weights_or_other_models():
 
 def test_reproduction_is_registered():
     from dysonbm import reproduce
+    from dysonbm.reproduce import sgd_langevin as rep
 
-    assert reproduce.get("sgd-langevin").run is not None
+    assert reproduce.get("sgd-langevin") is rep
+    # the quick preset the docstring promises: 256 replicas x 1600 steps at every point of
+    # configs/ts_langevin.toml (5 + 2 + 2 = 9 points), snapshots every 40 steps, 1000 Langevin replicas
+    cfg = config.load(rep.CONFIG, rep.SGD_QUICK)
+    assert (cfg.replicas, cfg.steps, cfg.n_snapshots) == (256, 1600, 41)
+    points = config.grid_points(cfg)
+    assert len(points) == 9
+    assert {(p["lr"], p["batch_size"]) for p in points} >= {rep.ACCEPT, (0.4, 64), (0.8, 16)}
+    assert rep.LANGEVIN[True]["replicas"] == 1000 and rep.TOL == 0.10
+    assert rep.RUNS == ("sgd",) and "report.md" in rep.OUTPUTS
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 
 PyTree = Any
@@ -32,20 +33,39 @@ class Model:
     sweepable: ClassVar[tuple[str, ...]] = ()
     #: True when the model consumes data samples (all but models with internal sampling)
     uses_data: ClassVar[bool] = True
+    #: True when a sample carries injected noise besides its input (`draw_noise`)
+    has_noise: ClassVar[bool] = False
+    #: granularity of each quenched ingredient in the published protocol (`dysonbm.ensemble`)
+    ensemble: ClassVar[dict] = {"problem": "replica", "inputs": "replica", "noise": "replica", "test": "replica"}
 
-    # -- problem: what all replicas share (teacher, fixed layers, target kernel) --------
+    # -- problem: the quenched disorder of the task (teacher, fixed layers, target kernel) --
     def problem(self, key) -> PyTree:
-        """Draw the shared problem (teacher etc.) from ``key``."""
-        return ()
+        """Draw the problem (a dict of arrays: teacher etc.) from ``key``."""
+        return {}
 
     # -- per replica ----------------------------------------------------------------------
     def init(self, key, problem, hp) -> tuple[PyTree, PyTree]:
         """Return ``(params, aux)``: trained parameters and model-internal state (``()`` if none)."""
         raise NotImplementedError
 
-    def sample(self, key, problem) -> PyTree:
-        """Draw one data sample (a pytree of arrays without a batch axis)."""
+    # -- samples: an input and its noise, drawn apart (they may be shared apart), then
+    #    made into what the loss reads (labels from the replica's own problem) ---------------
+    def draw_input(self, key) -> PyTree:
+        """One raw input, independent of the problem."""
         raise NotImplementedError
+
+    def draw_noise(self, key) -> PyTree:
+        """The injected noise of one sample (models with ``has_noise``)."""
+        return ()
+
+    def make_sample(self, problem, inputs, noise) -> PyTree:
+        """The sample the loss reads (a pytree of arrays without a batch axis)."""
+        raise NotImplementedError
+
+    def sample(self, key, problem) -> PyTree:
+        """One sample with its input and noise drawn from ``key``."""
+        k_in, k_noise = jax.random.split(key)
+        return self.make_sample(problem, self.draw_input(k_in), self.draw_noise(k_noise))
 
     def loss_and_grad(self, params, aux, batch, mask, key, problem, hp):
         """Return ``(loss, grads, aux)`` for a padded mini-batch.
@@ -66,7 +86,7 @@ class Model:
         """Extra model-specific observables at a snapshot (beyond losses and spectra).
 
         ``params0`` are the replica's initial parameters (for overlaps with the start) and
-        ``test`` the shared test set (a batch of ``sample``s, unmasked).
+        ``test`` the replica's test set (a batch of samples, unmasked).
         """
         return {}
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dysonbm import linalg
-from dysonbm.models.base import Model
+from dysonbm.models.base import Model, tree_sum
 
 _DATA_TERMS = ("exact", "samples")
 
@@ -87,6 +87,56 @@ def relaxation_rates(kappa, mu2: float, sigma_h: float = 1.0) -> np.ndarray:
     return np.where(kappa < mu2, learnt, cut)
 
 
+#: relative tolerance below which two eigenvalues of K_φ are one (degenerate) target mode
+DEGENERATE_RTOL = 1e-6
+
+
+def target_modes(kernel, rtol: float = DEGENERATE_RTOL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenspaces of the target kernel ``K_φ``, softest first.
+
+    Returns ``(kappa, Q, mode)``: the eigenvalues ascending ``(N_v,)``, the eigenvectors as the
+    columns of ``Q`` in that order, and for each column the index of its eigenspace (target
+    mode), eigenvalues within ``rtol`` of the largest |κ| of each other sharing one.
+    """
+    kappa, Q = np.linalg.eigh(np.asarray(kernel, dtype=float))
+    scale = max(float(np.max(np.abs(kappa))), 1e-12)
+    mode = np.concatenate([[0], np.cumsum(np.diff(kappa) > rtol * scale)]).astype(int)
+    return kappa, Q, mode
+
+
+def assign_modes(u, Q, mode):
+    """Slot of each level by eigenvector overlap with the target modes (jit-able).
+
+    ``u`` ``(N_v, n)``: eigenvectors of ``W Wᵀ`` of the ``n = min(N_v, N_h)`` largest levels,
+    descending; ``Q``, ``mode`` from :func:`target_modes`. Slot ``j < n`` is the j-th softest
+    eigenvector of ``K_φ``; a mode has as many slots as its dimension, cut at ``n`` (with fewer
+    hidden units than sites only the softest modes are learnt, `fixed_points`). The overlap of
+    level ``a`` with mode ``m`` is ``Σ_{j in m} (q_j·u_a)²``, which does not depend on the basis
+    chosen inside a degenerate eigenspace. Greedy: the largest remaining overlap whose level is
+    unassigned and whose mode has a free slot is assigned first. Within a mode, levels fill its
+    slots in descending order.
+
+    Returns ``(slot, overlap)``: ``(n,)`` int slot of each level and its overlap with its mode.
+    """
+    n = u.shape[1]
+    n_modes = int(mode.max()) + 1
+    onehot = np.eye(n_modes)[mode]  # (N_v, n_modes)
+    capacity = jnp.asarray(onehot[:n].sum(axis=0), jnp.int32)
+    start = jnp.asarray(np.searchsorted(mode, np.arange(n_modes)), jnp.int32)
+    overlap = ((jnp.asarray(Q, u.dtype).T @ u) ** 2).T @ jnp.asarray(onehot, u.dtype)  # (n, n_modes)
+
+    def pick(_, carry):
+        assigned, cap = carry
+        free = (assigned < 0)[:, None] & (cap > 0)[None, :]
+        a, m = jnp.divmod(jnp.argmax(jnp.where(free, overlap, -jnp.inf)), n_modes)
+        return assigned.at[a].set(m), cap.at[m].add(-1)
+
+    assigned, _ = jax.lax.fori_loop(0, n, pick, (jnp.full(n, -1, jnp.int32), capacity))
+    member = (assigned[:, None] == jnp.arange(n_modes)[None, :]).astype(jnp.int32)
+    rank = jnp.take_along_axis(jnp.cumsum(member, axis=0) - member, assigned[:, None], axis=1)[:, 0]
+    return start[assigned] + rank, jnp.take_along_axis(overlap, assigned[:, None], axis=1)[:, 0]
+
+
 # -- the model ------------------------------------------------------------------------------
 
 
@@ -125,6 +175,8 @@ class GaussianRBM(Model):
 
     name: ClassVar[str] = "gaussian_rbm"
     sweepable: ClassVar[tuple[str, ...]] = ("mu2", "sigma_h", "eta")
+    # the target is deterministic; target samples (data_term = "samples") are a replica's own
+    ensemble: ClassVar[dict] = {"problem": "run", "inputs": "replica", "test": "run"}
 
     n_visible: int = 10
     n_hidden: int = 10
@@ -193,10 +245,12 @@ class GaussianRBM(Model):
             "cov_chol": jnp.asarray(np.linalg.cholesky(cov)),
         }
 
-    def sample(self, key, problem):
+    def draw_input(self, key):
+        return jax.random.normal(key, (self.n_visible,), jnp.result_type(float))
+
+    def make_sample(self, problem, inputs, noise):
         """One target configuration ``φ = L z ~ N(0, K_φ⁻¹)``, shape ``(N_v,)``."""
-        chol = problem["cov_chol"]
-        return chol @ jax.random.normal(key, (self.n_visible,), chol.dtype)
+        return tree_sum(problem["cov_chol"].T * inputs[:, None])  # L z, summed in a fixed order
 
     # -- per replica ---------------------------------------------------------------------
 
@@ -247,16 +301,35 @@ class GaussianRBM(Model):
     def observables(self, params, params0, problem, test, hp):
         """``k_eigs``: eigenvalues of ``K``, ascending (``N_v``); ``xi2``: ``σ_h² ξ²``, the
         eigenvalues of ``σ_h² WᵀW``, descending (``N_h``), whose fixed points are
-        :func:`fixed_points`."""
+        :func:`fixed_points`.
+
+        ``xi2_by_mode``: the same levels in target-mode order (``N_h``, axis "mode"): slot ``j``
+        holds the level whose eigenvector of ``W Wᵀ`` was assigned to the j-th softest
+        eigenvector of ``K_φ`` (the static ``target_kernel``, equal to ``problem["kernel"]``)
+        by :func:`assign_modes`; slots past ``N_v`` hold the zero levels of ``N_h > N_v``.
+        Degenerate pairs are adjacent slots of one mode, whatever the order of the levels, so
+        a level that strays past a neighbouring mode's stays in its own pair.
+        ``mode_overlap``: per slot, the overlap (0 to 1) of that level's eigenvector with its
+        mode's eigenspace; 0 for the zero levels, which have no eigenvector in visible space.
+        """
         w = params["W"]
         s2 = _sigma2(hp)
+        xi2 = s2 * linalg.eigvalsh(w.T @ w)[::-1]
+        x, u = linalg.eigh(w @ w.T)
+        n = min(self.n_visible, self.n_hidden)
+        _, Q, mode = target_modes(self.target_kernel())
+        slot, overlap = assign_modes(u[:, ::-1][:, :n], Q, mode)
+        # levels and vectors from one decomposition, so a level travels with its own vector
+        by_mode = xi2.at[slot].set(s2 * x[::-1][:n])
         return {
             "k_eigs": linalg.eigvalsh(self._kernel(w, hp)),
-            "xi2": s2 * linalg.eigvalsh(w.T @ w)[::-1],
+            "xi2": xi2,
+            "xi2_by_mode": by_mode,
+            "mode_overlap": jnp.zeros_like(xi2).at[slot].set(overlap),
         }
 
     def observable_axes(self):
-        return {"k_eigs": ("level",), "xi2": ("level",)}
+        return {"k_eigs": ("level",), "xi2": ("level",), "xi2_by_mode": ("mode",), "mode_overlap": ("mode",)}
 
     # -- building blocks (public for tests and deterministic flows) ----------------------
 

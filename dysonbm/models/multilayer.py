@@ -49,6 +49,8 @@ class Multilayer(Model):
     """x (D) → tanh(M x) (L) → f(W ·) (K) → Z · (1); W (K×L) trained."""
 
     name: ClassVar[str] = "multilayer"
+    # published: every seed draws its own M, Z, teacher W, dataset and test set
+    ensemble: ClassVar[dict] = {"problem": "replica", "inputs": "replica", "test": "replica"}
 
     d_in: int = 3
     hidden: int = 32  # L
@@ -90,10 +92,15 @@ class Multilayer(Model):
     def output(self, w, phi0, z):
         return readout(self.features_of(w, phi0)[0], z)
 
-    def sample(self, key, problem):
-        x = jax.random.normal(key, (self.d_in,), problem["M"].dtype)
-        phi0 = jnp.tanh(problem["M"] @ x)
-        return {"phi0": phi0, "y": self.output(problem["teacher"], phi0[None], problem["Z"])[0]}
+    def draw_input(self, key):
+        return jax.random.normal(key, (self.d_in,), jnp.result_type(float))
+
+    def make_sample(self, problem, inputs, noise):
+        # contractions in a fixed order: a replica's dataset is drawn inside the vmapped
+        # program, where a matrix product's summation order would follow the chunk's shape
+        phi0 = jnp.tanh(tree_sum(problem["M"].T * inputs[:, None]))
+        h = contract_hidden(phi0[None], problem["teacher"])
+        return {"phi0": phi0, "y": readout(self._f(h), problem["Z"])[0]}
 
     def loss(self, params, batch, mask, problem, hp):
         r = self.output(params, batch["phi0"], problem["Z"]) - batch["y"]
@@ -121,19 +128,24 @@ class Multilayer(Model):
             hs           Σ_nk ĥ_nk ŝ_nk,  h_nk = y_n Z_k      alignment with the field
             gram         eigenvalues x_i of X = W Wᵀ, descending (axis "level")
             mean_spacing ū = (x_1 − x_K)/(K − 1)
-            K_t, V_t     drift and Coulomb terms of the extreme levels
+            K_t, V_t     drift and Coulomb terms of the extreme levels, V_t from Ṽ (the SDE's)
+            V_t_paper    V_t from Ṽ_paper (the published criterion's)
             level_drift  K̃_ii,  pair_noise Ṽ_ij               coefficients of the level SDE
+            pair_noise_paper  Ṽ_paper = Uᵀ Var_n(dX_n) U      the published noise matrix
             level_ito    C̃_ii,  level_stiffness γ_i           its Itô term and drift slope
                                                  (``level_sde`` only; `dysonbm.observables.level_terms`)
 
         with K̃, Ṽ the mean and variance over test samples of Uᵀ dX_n U (dX_n = W g_nᵀ + g_n Wᵀ,
-        g_n = −∂ℓ_n/∂W) in the eigenbasis U of X; see `dysonbm.observables`.
+        g_n = −∂ℓ_n/∂W) in the eigenbasis U of X, and Ṽ_paper the elementwise variance of dX_n
+        rotated into that basis; see `dysonbm.observables.increment_moments`. Units: the published
+        hs carries a further 1/n_test (`dysonbm.phases.paper_units`).
         """
         phi0, y, z = test["phi0"], test["y"], problem["Z"]
         s = self.features_of(params, phi0)[0]
         s0 = self.features_of(params0, phi0)[0]
         g = obs.per_sample_grads_from_features(params, z, phi0, y, self.activation)
-        drift, noise, levels = obs.projected_increment_moments(params, g)
+        m = obs.increment_moments(params, g)
+        drift, noise, levels = m["drift"], m["noise"], m["levels"]
         k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
         out = {
             "q": obs.overlap(s0, s),
@@ -144,6 +156,9 @@ class Multilayer(Model):
             "V_t": v_t,
             "level_drift": jnp.diagonal(drift),
             "pair_noise": noise,
+            # V_t_paper, a sum of nearly cancelling terms, is formed from it on the host
+            # (`phases.coulomb_term`): on device its last bits followed the chunk's shape
+            "pair_noise_paper": m["noise_paper"],
         }
         if self.level_sde:
             out["level_ito"], out["level_stiffness"] = obs.level_terms(
@@ -153,6 +168,6 @@ class Multilayer(Model):
     def observable_axes(self):
         return {
             "q": (), "hs": (), "gram": ("level",), "mean_spacing": (), "K_t": (), "V_t": (),
-            "level_drift": ("level",), "pair_noise": ("level", "level2"),
+            "level_drift": ("level",), "pair_noise": ("level", "level2"), "pair_noise_paper": ("level", "level2"),
             **({"level_ito": ("level",), "level_stiffness": ("level",)} if self.level_sde else {}),
         }

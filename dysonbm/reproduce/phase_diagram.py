@@ -2,7 +2,8 @@
 
 Three runs, then analysis:
 
-1. the (α, σ_W) grid at |B| = 4: ``configs/phase_quick.toml`` (quick) or
+1. the (α, σ_W) grid at |B| = 4: ``configs/phase_quick.toml`` (quick),
+   ``configs/phase_medium.toml`` (medium, about 20 minutes on two cores) or
    ``configs/multilayer_paper.toml`` (full, a GPU job);
 2. a batch-size run at equal T = α/|B| (|B| = 4, 8, 16, α = T|B|) at the weakest disorder,
    compared at equal SGD time τ = α·n, where the linear scaling rule predicts equal statistics;
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dysonbm import phases
+from dysonbm import ensemble, phases
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = {True: ROOT / "configs" / "phase_quick.toml", False: ROOT / "configs" / "multilayer_paper.toml"}
+#: preset -> grid config; `--quick` is the "quick" preset, no flag the "full" one
+PRESETS = {"quick": "phase_quick.toml", "medium": "phase_medium.toml", "full": "multilayer_paper.toml"}
 
 #: batch-size run: temperatures and batch sizes (α = T·|B|); σ_W is the grid's smallest
 BATCH_T = (0.25, 1.0, 4.0)
@@ -40,7 +42,8 @@ BATCH_SIZES = (4, 8, 16)
 #: (``teacher_approach``) rather than when it is within 10 % of it, and a single replica's
 #: test loss at high T fluctuates by tens of percent, so its plateau test allows a 50 % fall
 #: over the second half of the run.
-THRESHOLDS = {True: {"teacher_approach": 0.9, "plateau_rtol": 0.5}, False: {}}
+THRESHOLDS = {"quick": {"teacher_approach": 0.9, "plateau_rtol": 0.5},
+              "medium": {"teacher_approach": 0.9, "plateau_rtol": 0.5}, "full": {}}
 
 
 #: Langevin cross-check run: steps and snapshot spacing. The coefficients K̃, Ṽ depend on W
@@ -65,34 +68,44 @@ def batch_overrides(cfg, sigma_w: float, steps: int | None = None) -> dict:
     return over
 
 
-def _run(cfg, out: Path, progress: bool):
+# what a run writes at the top of ``out`` (`dbm reproduce` replaces nothing else), and which
+# of those are results stores
+RUNS = ("grid", "batch", "langevin")
+OUTPUTS = (*RUNS, "langevin.json", "heatmaps.png", "phase_map.png", "levels.png", "batch_size.png",
+           "langevin.png", "report.md")
+
+
+def _run(cfg, out: Path, progress: bool, resume: bool = False):
     from dysonbm import runner
 
     t0 = time.perf_counter()
-    res = runner.run(cfg, out=out, overwrite=True, progress=progress)
+    res = runner.run(cfg, out=out, overwrite=not resume, resume=resume, progress=progress)
     return res, time.perf_counter() - t0
 
 
-def run(out: Path, quick: bool, progress: bool) -> Path:
+def run(out: Path, quick: bool, progress: bool, resume: bool = False, preset: str | None = None) -> Path:
+    """``preset``: a name of `PRESETS` (default: "quick" or "full" after ``quick``); ``resume``:
+    continue interrupted runs and reuse finished ones (same config only)."""
     from dysonbm import config, phase_plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = config.load(CONFIGS[quick])
-    grid, t_grid = _run(cfg, out / "grid", progress)
+    preset = preset or ("quick" if quick else "full")
+    cfg = config.load(ROOT / "configs" / PRESETS[preset])
+    grid, t_grid = _run(cfg, out / "grid", progress, resume)
     sigma_min = float(np.min(grid["hp_init_std"]))
     raw = config.apply_overrides(cfg.to_dict(), {})
     raw.update(batch_overrides(cfg, sigma_min, steps=cfg.steps // 2))
     bcfg = config.from_dict(raw)
-    batch, t_batch = _run(bcfg, out / "batch", progress)
+    batch, t_batch = _run(bcfg, out / "batch", progress, resume)
 
-    th = THRESHOLDS[quick]
+    th = THRESHOLDS[preset]
     summary = phases.assemble(grid, **th)
-    bsum = phases.assemble(batch, teacher_spectrum=summary["teacher"], **th)
+    bsum = phases.assemble(batch, **th)  # its replicas' own teachers
 
     points = langevin_points(grid, summary)
     lcfg = config.from_dict({**cfg.to_dict(), **langevin_overrides(cfg, summary, points)})
-    dense, t_dense = _run(lcfg, out / "langevin", progress)
+    dense, t_dense = _run(lcfg, out / "langevin", progress, resume)
     t0 = time.perf_counter()
     checks = langevin_check(grid, summary, dense, points)
     t_check = time.perf_counter() - t0
@@ -102,11 +115,11 @@ def run(out: Path, quick: bool, progress: bool) -> Path:
         phase_plots.phase_map(summary, out / "phase_map.png"),
         phase_plots.level_trajectories(grid, pick_trajectories(summary), summary["teacher"], out / "levels.png"),
         phase_plots.batch_comparison(bsum, out / "batch_size.png", title=r"equal $T=\alpha/|B|$, $\sigma_W$=" + f"{sigma_min:g}"),
-        phase_plots.langevin_levels(dense, [c for c in checks if c["window"] == "early"], summary["teacher"],
+        phase_plots.langevin_levels(dense, [c for c in checks if c["window"] == "early"],
                                     out / "langevin.png", late=[c for c in checks if c["window"] == "late"]),
     ]
     times = {"grid": t_grid, "batch": t_batch, "langevin_run": t_dense, "langevin_check": t_check}
-    text = report(cfg, grid, summary, batch, bsum, times, figs, quick, checks=checks, langevin=dense)
+    text = report(cfg, grid, summary, batch, bsum, times, figs, preset, checks=checks, langevin=dense)
     path = out / "report.md"
     path.write_text(text)
     return path
@@ -170,7 +183,7 @@ def langevin_check(grid, summary, dense, points: dict) -> list[dict]:
     rows = []
     for i, (name, p) in enumerate(points.items()):
         for window, res, q in (("early", dense, i), ("late", grid, p)):
-            c = phase_langevin.cross_check(res, q, summary["teacher"], key=jax.random.key(1000 * i + (window == "late")),
+            c = phase_langevin.cross_check(res, q, phases.teacher_gram(res)[q], key=jax.random.key(1000 * i + (window == "late")),
                                            first=1, draws=LANGEVIN_DRAWS, max_steps=LANGEVIN_MAX_STEPS)
             c.update(name=name, window=window, grid_point=p, majority=str(summary["majority"][p]))
             rows.append(c)
@@ -218,13 +231,15 @@ def check_ordered(results, summary) -> dict:
     ok = summary["finite"][p]
     tl = results["test_loss"][p][ok]
     ratio = float(np.median(tl[:, -1] / tl[:, 0]))
-    x0 = np.median(results["gram"][p][ok, 0], axis=0)
-    xt = np.median(results["gram"][p][ok, -1], axis=0)
-    t = summary["teacher"]
-    d0, dt = float(np.max(np.abs(x0 - t))), float(np.max(np.abs(xt - t)))
-    rel = float(np.max(np.abs(xt - t)) / np.max(t))
+    x0, xt = results["gram"][p][ok, 0], results["gram"][p][ok, -1]
+    t = summary["teacher"][p][ok]  # each replica's own teacher
+    # medians over replicas of each replica's distance to its teacher
+    d0 = float(np.median(np.max(np.abs(x0 - t), axis=-1)))
+    dt = float(np.median(np.max(np.abs(xt - t), axis=-1)))
+    rel = float(np.median(np.max(np.abs(xt - t), axis=-1) / np.max(t, axis=-1)))
     return {"point": p, "loss_ratio": ratio, "dist0": d0, "dist": dt, "rel": rel,
-            "x0": x0, "xt": xt, "pass": ratio <= 1e-2 and dt < d0}
+            "x0": np.median(x0, axis=0), "xt": np.median(xt, axis=0), "teacher": np.median(t, axis=0),
+            "pass": ratio <= 1e-2 and dt < d0}
 
 
 def check_paramagnetic(summary) -> dict:
@@ -294,48 +309,135 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(cfg, grid, summary, batch, bsum, times, figs, quick, checks=None, langevin=None) -> str:
+def _label(name: str) -> str:
+    return phases.DRIFT_VARIANTS[name][2]
+
+
+def _tc_text(tc: dict) -> str:
+    """"T_c ± err"; an error at rounding level (every resample alike) prints as 0."""
+    if not np.isfinite(tc["T_c"]):
+        return "none in range"
+    err = tc["err"] if tc["err"] > 1e-9 * tc["T_c"] else 0.0
+    return f"{tc['T_c']:.3g} ± {err:.2g}"
+
+
+def drift_note(summary) -> str:
+    """Which drift criterion the headline numbers use, and what the two noise matrices are."""
+    rule = summary["drift_rule"]
+    others = [n for n in summary["drift_fractions"] if n != rule]
+    text = (f"Published comparison (drift_fraction, the contours, T_c): `{rule}` = {_label(rule)}. "
+            + ("Alongside: " + "; ".join(f"`{n}` = {_label(n)}" for n in others) + ". " if others else "")
+            + "Ṽ_paper = Uᵀ Var_n(dX_n) U rotates the elementwise variance of dX over the test samples, as the "
+            "published criterion does (it can have negative entries, and V_t from it can be negative, which "
+            "passes any replica whose K_t clears the negative right-hand side); Ṽ = Var_n[(Uᵀ dX_n U)_ij] is the "
+            "coefficient the eigenvalue SDE needs. Both enter V_t = 2Ṽ_{1K}/(K−1) + Σ_{k=1}^{K−2} "
+            "(Ṽ_{1,k+1} + Ṽ_{K,K−k})/k with the levels descending. 'majority' judges each replica at "
+            "the snapshots of the last half of the run and passes it when most pass.")
+    if rule != next(iter(phases.DRIFT_VARIANTS)):
+        text += " This run did not record V_t_paper, so the published criterion is not available."
+    return text
+
+
+def critical_temperature_section(summary) -> list[str]:
+    """T_c at the smallest σ_W with its bootstrap error, for every drift-criterion variant."""
+    sw = summary["sigma_w"]
+    sel = np.nonzero(sw == sw.min())[0]
+    sel = sel[np.argsort(summary["T"][sel])]
+    rule, level = summary["drift_rule"], phases.DRIFT_LEVELS[0]
+    fr = summary["drift_fractions"]
+    col = [{"T": summary["T"][p], **{f"drift {n}": fr[n][p] for n in fr}, "majority label": str(summary["majority"][p])}
+           for p in sel]
+    rows = []
+    for n, tc in summary["T_c"].items():
+        others = {f"T_c@{lv}": phases.critical_temperature(summary["T"][sel], fr[n][sel], lv) for lv in phases.DRIFT_LEVELS[1:]}
+        rows.append({
+            "criterion": f"{n}" + (" (published)" if n == rule else ""),
+            f"T_c@{level}": _tc_text(tc),
+            "16–84 % of resamples": f"{tc['lo']:.3g}–{tc['hi']:.3g}",
+            "resamples without a crossing": f"{tc['no_crossing']:.0%}",
+            **{k: ("none in range" if not np.isfinite(v) else f"{v:.3g}") for k, v in others.items()},
+        })
+    head = summary["T_c"][rule]
+    headline = (f"T_c = {_tc_text(head)}" if np.isfinite(head["T_c"])
+                else "T_c: no crossing in the grid's temperature range")
+    return [
+        "## Critical temperature at the weakest disorder", "",
+        f"σ_W = {sw.min():g}, published criterion (`{rule}`): **{headline}** (drift fraction {level}).", "",
+        f"T_c is where the drift fraction first falls below the level as T grows, interpolated linearly in "
+        f"log T between grid temperatures. Error: standard deviation of T_c over {head['n_boot']} bootstrap "
+        f"resamples of the {head['replicas']} replicas (the same replica indices at every T); resamples "
+        "without a crossing are left out and counted. The error is statistical only: it does not include "
+        "the interpolation between grid temperatures.", "",
+        _table(rows), "",
+        "Drift fractions (among finite replicas) and majority labels along this column:", "",
+        _table(col), "",
+    ]
+
+
+def fraction_section(summary) -> list[str]:
+    """Per-point table: label fractions, the drift fractions of every variant, observables in
+    both unit systems, and the agreement of each variant with the majority label."""
+    rule = summary["drift_rule"]
+    fr = summary["drift_fractions"]
+    coords = {"T": summary["T"], "sigma_w": summary["sigma_w"]}
+    rows = phases.compare_classifiers(summary["labels"], summary["drift_fraction"], coords=coords)
+    paper = summary["paper"]
+    for p, r in enumerate(rows):
+        r.update({f"drift {n}": fr[n][p] for n in fr if n != rule})
+        r.update(loss=summary["loss"][p], q=summary["q"][p], hs=summary["hs"][p], lam=summary["lam"][p],
+                 loss_paper=paper["loss"][p], hs_paper=paper["hs"][p], lam_epoch=paper["lam"][p])
+    epoch = np.unique(summary["steps_per_epoch"])
+    agree = []
+    for n in fr:
+        judged = phases.compare_classifiers(summary["labels"], fr[n])
+        rates = []
+        for lv in phases.DRIFT_LEVELS:
+            ok = [r[f"agree@{lv}"] for r in judged if r[f"agree@{lv}"] is not None]
+            rates.append(f"{lv}: {np.mean(ok):.3f} of {len(ok)}" if ok else f"{lv}: n/a")
+        agree.append(f"- `{n}`{' (published)' if n == rule else ''}: " + ", ".join(rates))
+    return [
+        "## Fractions per grid point and classifier comparison", "",
+        f"drift_fraction, drift_level and agree@… use the published criterion `{rule}`; the columns "
+        "'drift <variant>' the others. Units: loss is the median final test loss ½ mean (y − ŷ)², hs = "
+        "Σ_nk ĥ_nk ŝ_nk, lam = ⟨λ⟩ per SGD step; in the published units loss_paper = 2·loss = mean (y − ŷ)², "
+        f"hs_paper = hs/n_test (n_test = {summary['n_test']}), lam_epoch = lam × "
+        f"{', '.join(f'{e:g}' for e in epoch)} steps per epoch.", "",
+        "```", phases.format_comparison(rows), "```", "",
+        "Agreement of each drift criterion with the majority label (ordered vs paramagnetic points only):", "",
+        *agree, "",
+    ]
+
+
+def report(cfg, grid, summary, batch, bsum, times, figs, preset, checks=None, langevin=None) -> str:
     n_rs = grid["diverged"].size * cfg.steps
     lines = [
-        f"# SGD phase diagram of the multilayer network ({'quick preset' if quick else 'published protocol'})",
+        f"# SGD phase diagram of the multilayer network ({'published protocol' if preset == 'full' else preset + ' preset'})",
         "",
         f"Grid run `{cfg.name}`: {len(grid.points)} points × {cfg.replicas} replicas × {cfg.steps} steps "
         f"(|B| = {int(summary['batch_size'][0])}), {times['grid']:.0f} s wall "
         f"({n_rs / times['grid']:.3g} replica-steps/s incl. compilation) on {grid.manifest.get('device', '?')}.",
         f"Batch-size run: {len(batch.points)} points, {batch.config['steps']} steps, {times['batch']:.0f} s wall.",
         "",
+        f"Ensemble (what a replica draws for itself): {ensemble.describe(grid.ensemble)}. "
+        + ("Every replica has its own M, Z, teacher and dataset, as in the published protocol, so the "
+           "fractions and contours are averages over this disorder as well as over the initialisation."
+           if set(grid.ensemble.values()) == {"replica"} else
+           "This is NOT the published protocol (every seed its own M, Z, teacher, dataset)."),
+        "",
         "Figures: " + ", ".join(f"`{Path(f).name}`" for f in figs) + ".",
         "",
-        "Observables per replica on the shared test set of 128 inputs: test loss, overlap q with the "
-        "initial features, alignment hs with the field, eigenvalues x_i of X = W Wᵀ, and the drift / "
-        "Coulomb terms K_t, V_t. λ = ln(ū(t)/ū(0))/t (t in steps) from the mean level spacing ū.",
+        f"Observables per replica on the fixed test set of {summary['n_test']} "
+        "inputs: test loss, overlap q with the initial features, alignment hs with the field, eigenvalues x_i "
+        "of X = W Wᵀ, and the drift / Coulomb terms K_t, V_t, V_t_paper. λ = ln(ū(t)/ū(0))/t (t in steps) "
+        "from the mean level spacing ū.",
         "",
         "Classifiers: the observable rules of `phases.classify_observables` "
-        f"(thresholds {THRESHOLDS[quick] or 'default'}) and the drift criterion "
-        "K_t/(√r (K−1)) ≥ T V_t/(4σ_W²), judged per replica over the last half of the snapshots.",
+        f"(thresholds {THRESHOLDS[preset] or 'default'}) and the drift criterion "
+        "K_t/(√r (K−1)) ≥ T V_t/(4σ_W²) per replica. " + drift_note(summary),
         "",
     ]
-    # T_c
-    sw_min = summary["sigma_w"].min()
-    sel = summary["sigma_w"] == sw_min
-    Tc = {lv: phases.critical_temperature(summary["T"][sel], summary["drift_fraction"][sel], lv) for lv in (0.68, 0.95, 0.997)}
-    lines += ["## Critical temperature at the weakest disorder", "",
-              f"σ_W = {sw_min:g}: drift fractions " + ", ".join(
-                  f"T={t:g}: {f:.2f}" for t, f in sorted(zip(summary["T"][sel], summary["drift_fraction"][sel]))),
-              "", "T_c (drift fraction crossing, log-interpolated): " + ", ".join(
-                  f"{lv}: {'none in range' if not np.isfinite(v) else f'{v:.3g}'}" for lv, v in Tc.items()),
-              "Majority labels along this column: " + ", ".join(
-                  f"T={t:g}: {m}" for t, m in sorted(zip(summary["T"][sel], summary["majority"][sel]))), ""]
-    # fraction table
-    coords = {"T": summary["T"], "sigma_w": summary["sigma_w"]}
-    rows = phases.compare_classifiers(summary["labels"], summary["drift_fraction"], coords=coords)
-    for r, p in zip(rows, range(len(rows))):
-        r["loss"] = summary["loss"][p]
-        r["q"] = summary["q"][p]
-        r["hs"] = summary["hs"][p]
-        r["lam"] = summary["lam"][p]
-    lines += ["## Fractions per grid point and classifier comparison", "", "```",
-              phases.format_comparison(rows), "```", ""]
+    lines += critical_temperature_section(summary)
+    lines += fraction_section(summary)
     # equal T
     erows = equal_time(batch, bsum)
     lines += ["## Equal α/|B| at different (α, |B|)", "",
@@ -350,7 +452,7 @@ def report(cfg, grid, summary, batch, bsum, times, figs, quick, checks=None, lan
               f"- {'PASS' if a1['pass'] else 'FAIL'} ordered ({pt(a1['point'])}): median final/initial test loss "
               f"= {a1['loss_ratio']:.3g} (needs ≤ 0.01); max |x_i − x_i*| from {a1['dist0']:.3g} at t = 0 to "
               f"{a1['dist']:.3g} ({a1['rel']:.0%} of x_1*); levels (top 3) {[round(float(v), 3) for v in a1['xt'][:3]]} "
-              f"vs teacher {[round(float(v), 3) for v in summary['teacher'][:3]]}. The spectrum approaches the teacher's "
+              f"vs teacher {[round(float(v), 3) for v in a1['teacher'][:3]]} (medians over replicas, each its own teacher). The spectrum approaches the teacher's "
               "but does not reach it within this run.",
               f"- {'PASS' if a2['pass'] else 'FAIL'} paramagnetic ({pt(a2['point'])}): ⟨λ⟩ = {a2['lam']:.3g}/step, "
               f"majority label {a2['majority']}.",

@@ -180,8 +180,15 @@ def report(results, comps, timings, fig: Path, quick: bool, out: Path) -> str:
     return "\n".join(lines)
 
 
-def run(out: Path, quick: bool = False, progress: bool = False) -> Path:
-    """Run the SGD sweep into ``out/sgd``, its Langevin predictions, the figure and ``out/report.md``."""
+# what a run writes at the top of ``out`` (`dbm reproduce` replaces nothing else), and which
+# of those are results stores
+RUNS = ("sgd",)
+OUTPUTS = (*RUNS, "sgd_langevin.png", "report.md")
+
+
+def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = False) -> Path:
+    """Run the SGD sweep into ``out/sgd``, its Langevin predictions, the figure and ``out/report.md``
+    (``resume``: continue an interrupted sweep, or reuse a finished one of the same config)."""
     from dysonbm import config, runner
     from dysonbm import sgd_langevin as sl
 
@@ -190,7 +197,7 @@ def run(out: Path, quick: bool = False, progress: bool = False) -> Path:
     timings = []
     cfg = config.load(CONFIG, SGD_QUICK if quick else None)
     t = time.perf_counter()
-    results = runner.run(cfg, out=out / "sgd", overwrite=True, progress=progress)
+    results = runner.run(cfg, out=out / "sgd", overwrite=not resume, resume=resume, progress=progress)
     timings.append(("SGD sweep", time.perf_counter() - t))
     t = time.perf_counter()
     comps = sl.compare(results, **LANGEVIN[quick])
