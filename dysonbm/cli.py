@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="run a published experiment end to end and write a report")
     rep.add_argument("name", choices=sorted(REGISTRY))
     rep.add_argument("--quick", action="store_true", help="a preset that finishes on a laptop CPU")
+    rep.add_argument("--preset", help="a named preset (phase-diagram: quick, medium, full)")
+    rep.add_argument("--only", help="one part of the reproduction (linear-scaling: ts, rbm)")
     rep.add_argument("--out", help="output directory (default: results/<name>[-quick])")
     rep.add_argument("--overwrite", action="store_true", help="rerun into an existing output directory of this reproduction")
     rep.add_argument("--resume", action="store_true", help="continue an interrupted reproduction (finished runs are reused)")
@@ -370,18 +372,33 @@ def cmd_reproduce(args) -> int:
     from dysonbm.config import ConfigError
     from dysonbm.runner import CheckpointError
 
-    out = Path(args.out) if args.out else Path("results") / (args.name + ("-quick" if args.quick else ""))
+    module = reproduce.get(args.name)
+    options = {}
+    for flag, table, key in (("preset", "PRESETS", "preset"), ("only", "PARTS", "parts")):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        known = getattr(module, table, None)
+        if not known:
+            return fail(f"--{flag} = {value!r}: `dbm reproduce {args.name}` takes no --{flag}")
+        if value not in known:
+            return fail(f"--{flag} = {value!r}: one of {', '.join(known)}")
+        options[key] = value if key == "preset" else (value,)
+    if args.quick and options.get("preset", "quick") != "quick":
+        return fail(f"--quick and --preset = {args.preset!r}: choose one")
+    suffix = "-" + args.preset if args.preset else ("-quick" if args.quick else "")
+    out = Path(args.out) if args.out else Path("results") / (args.name + suffix + (f"-{args.only}" if args.only else ""))
     if args.resume and args.overwrite:
         return fail("--resume and --overwrite: choose one")
-    module = reproduce.get(args.name)
     problem = out_problem(out, renamed=False) or reproduce.out_problem(module, out, args.overwrite or args.resume)
     if problem:
         return fail(problem)
-    resume = ["dbm", "reproduce", args.name, *(["--quick"] if args.quick else []), "--out", str(out), "--resume",
-              *(["--quiet"] if args.quiet else [])]
+    resume = ["dbm", "reproduce", args.name, *(["--quick"] if args.quick else []),
+              *(["--preset", args.preset] if args.preset else []), *(["--only", args.only] if args.only else []),
+              "--out", str(out), "--resume", *(["--quiet"] if args.quiet else [])]
     try:
         with interrupts_raise():
-            report = module.run(out, quick=args.quick, progress=not args.quiet, resume=args.resume)
+            report = module.run(out, quick=args.quick, progress=not args.quiet, resume=args.resume, **options)
     except KeyboardInterrupt as err:
         return interrupted(err, shlex.join(resume), "checkpoint" if out.is_dir() else "missing")
     except (ConfigError, CheckpointError, FileExistsError) as err:

@@ -210,10 +210,10 @@ class Plan:
         self.n_segments = self.n_intervals // self.seg
         self.steps = np.arange(self.n_intervals + 1) * cfg.snapshot_every
 
-        self.hp = {}
-        for name in self.names:
-            values = np.repeat([p[name] for p in self.points], self.replicas)
-            self.hp[name] = values.astype(np.int32 if name == "batch_size" else jnp.result_type(float))
+        # per grid point; a replica's are its point's (`hp_of`): nothing here grows with R
+        self.point_hp = {name: np.asarray([p[name] for p in self.points],
+                                          np.int32 if name == "batch_size" else jnp.result_type(float))
+                         for name in self.names}
 
         root = jax.random.key(cfg.seed)
         self.roots = {"replica": jax.random.fold_in(root, ensemble.REPLICA)}
@@ -247,6 +247,10 @@ class Plan:
             in_specs=(rep, rep, rep, PartitionSpec()), out_specs=rep, check_vma=False,
         ), donate_argnums=(0,))
 
+    def hp_of(self, ids: np.ndarray) -> dict:
+        """The hyperparameters of replicas ``ids`` (global ids): their grid points'."""
+        return {k: v[np.asarray(ids) // self.replicas] for k, v in self.point_hp.items()}
+
     def replica_keys(self, ids: np.ndarray) -> dict:
         """The replica's own key and its ingredients' keys (`dysonbm.ensemble`), per id."""
         points = ids // self.replicas
@@ -259,7 +263,7 @@ class Plan:
     def _footprint(self) -> dict:
         """Bytes per replica of what the program holds (shapes only, nothing is computed)."""
         sim = self.sim
-        hp0 = {k: jnp.asarray(v[0]) for k, v in self.hp.items()}
+        hp0 = {k: jnp.asarray(v[0]) for k, v in self.point_hp.items()}
         keys0 = jax.tree_util.tree_map(lambda k: k[0], self.replica_keys(np.zeros(1, np.int64)))
 
         def one(keys, hp):
@@ -281,7 +285,7 @@ class Plan:
             "hyperparameters": _nbytes(hp0) + _nbytes(keys0),
         }
         device = HEADROOM * sum(sizes.values())
-        results = (self.n_intervals + 1) * _nbytes(obs) + sum(v.itemsize for v in self.hp.values()) + 1 + 4
+        results = (self.n_intervals + 1) * _nbytes(obs) + sum(v.itemsize for v in self.point_hp.values()) + 1 + 4
         per_problem = sum(math.prod(shape) * dt.itemsize for shape, dt in self.problem_shapes.values())
         granularity = "replica" if self.shard else self.ensemble.get("problem", "run")
         stored = {"replica": self.n_ids, "point": self.n_points, "run": 1}[granularity]
@@ -301,7 +305,7 @@ class Plan:
         start = self.lo + c * self.chunk
         stop = min(start + self.chunk, self.hi)
         ids = np.minimum(np.arange(start, start + self.slots), stop - 1)
-        hp = {k: v[ids] for k, v in self.hp.items()}
+        hp = self.hp_of(ids)
         put = lambda x: jax.device_put(x, self.batched)  # noqa: E731
         return ids, put(self.replica_keys(ids)), put(hp)
 
@@ -482,8 +486,8 @@ def _results(plan: Plan, collected, problems, diverged, diverge_step, wall) -> i
     axes = {name: lead + ("snapshot",) + tuple(plan.sim.axes.get(name, ())) for name in arrays}
     arrays["diverged"], axes["diverged"] = diverged.reshape(shape), lead
     arrays["diverge_step"], axes["diverge_step"] = diverge_step.reshape(shape), lead
-    for name, values in plan.hp.items():
-        arrays[f"hp_{name}"], axes[f"hp_{name}"] = values[plan.lo:plan.hi].reshape(shape), lead
+    for name, values in plan.hp_of(np.arange(plan.lo, plan.hi)).items():
+        arrays[f"hp_{name}"], axes[f"hp_{name}"] = values.reshape(shape), lead
     if plan.shard:
         stored, plead = problems, lead
     else:

@@ -67,7 +67,7 @@ def final_params_loop(cfg):
     init, step = jax.jit(plan.sim.init), jax.jit(plan.sim.step)
     for g in range(plan.total):
         keys = jax.tree_util.tree_map(lambda k: k[0], plan.replica_keys(np.array([g])))
-        hp = {k: jnp.asarray(v[g]) for k, v in plan.hp.items()}
+        hp = {k: jnp.asarray(v[0]) for k, v in plan.hp_of(np.array([g])).items()}
         state, data = init(keys, hp)
         for t in range(cfg.steps):
             state = step(state, jnp.int32(t), hp, data)
