@@ -153,15 +153,13 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("results") / cfg.name
     part = shard or (dist and (dist[2], dist[1]))
 
-    from dysonbm import io, runner
+    from dysonbm import io, runner, sizes
 
     try:
-        runner.check_sizes(cfg, part)  # before anything proportional to the run is allocated
+        sizes.check_sizes(cfg, part)  # before anything proportional to the run is allocated
     except ConfigError as err:
         return fail(str(err))
     if args.dry_run:
-        from dysonbm import sizes
-
         try:
             with interrupts_raise():
                 plan = runner.Plan(cfg, devices=args.devices, chunk_size=args.chunk_size, shard=part)

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dysonbm import engine, ensemble, io
+from dysonbm import engine, ensemble, io, sizes
 from dysonbm.config import Config, build_model, grid_points, hyper_names, resolved_ensemble
 
 CPU_BUDGET = 2 << 30  # bytes for a chunk when the backend reports no memory limit
@@ -178,7 +178,7 @@ class Plan:
         if cfg.run.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         self.cfg = cfg
-        check_sizes(cfg, shard)  # from the config alone, before anything proportional to the run
+        sizes.check_sizes(cfg, shard)  # from the config alone, before anything proportional to the run
         model = build_model(cfg)
         self.points = grid_points(cfg, model)
         self.n_points, self.replicas = len(self.points), cfg.replicas
@@ -552,8 +552,6 @@ def run(cfg: Config, out: str | Path | None = None, overwrite: bool = False, pro
     Sizes are checked before anything proportional to the run is allocated (`dysonbm.sizes`);
     a run stopped before its first checkpoint (an error, an interrupt) leaves nothing behind.
     """
-    from dysonbm import sizes
-
     if out is not None:
         out = Path(out)
         status = state_of(out)
@@ -570,7 +568,6 @@ def run(cfg: Config, out: str | Path | None = None, overwrite: bool = False, pro
                 raise CheckpointError(f"{out} holds the complete results of another config ({found}); "
                                       "rerun with the same config, or with --overwrite")
             return done
-    sizes.check_sizes(cfg, shard)
     plan = Plan(cfg, devices=devices, chunk_size=chunk_size, shard=shard, memory_budget=memory_budget)
     sizes.check_plan(plan)
     ck = out / CHECKPOINT if (out is not None and checkpoint) else None
@@ -711,14 +708,6 @@ def _is_part_of(path: Path, like: dict, count: int) -> bool:
         return False
     return m.get("config") == like["config"] and m.get("shard", {}).get("count") == count
 
-
-
-def check_sizes(cfg: Config, shard: tuple[int, int] | None = None) -> None:
-    """Refuse (`ConfigError`) a run whose host arrays cannot fit, from the config alone,
-    before a `Plan` allocates anything proportional to it (see `dysonbm.sizes`)."""
-    from dysonbm import sizes
-
-    sizes.check_sizes(cfg, shard)
 
 
 def results_mismatch(manifest: dict, cfg: Config, shard: tuple[int, int] | None) -> str | None:
