@@ -60,7 +60,10 @@ LANGEVIN_MAX_STEPS = 5000
 def batch_overrides(cfg, sigma_w: float, steps: int | None = None) -> dict:
     """Overrides turning a grid config into the equal-T batch-size run."""
     sweeps = [{"lr": [T * b for T in BATCH_T], "batch_size": [b], "init_std": [sigma_w]} for b in BATCH_SIZES]
-    over = {"sweep": sweeps, "name": cfg.name + "_batch"}
+    # the level-SDE terms serve the Langevin cross-check only; at this run's dense snapshots
+    # they would cost more than its steps
+    over = {"sweep": sweeps, "name": cfg.name + "_batch", "model": {"name": cfg.model, **cfg.model_params,
+                                                                     "level_sde": False}}
     # equal τ = α n for every |B| needs snapshots at n = τ/α: a divisor of the largest ratio
     over["snapshot_every"] = max(1, cfg.snapshot_every // max(BATCH_SIZES))
     if steps is not None:
