@@ -23,7 +23,7 @@ CONFIGS = ROOT / "configs"
 
 # quick preset: fresh data every step; 800 steps at α ≥ 0.1 relax W − W_t (rate α per step)
 # within ~100 steps, and snapshots 40 steps apart at α = 0.1 are nearly independent
-TS_QUICK = dict(replicas=400, steps=800, snapshot_every=40, data__protocol="online")
+TS_QUICK = dict(replicas=400, steps=800, snapshot_every=40, data__protocol="online", ensemble__inputs="replica")
 RBM_QUICK: dict = {}
 RBM_TIMEOUT_S = 420
 
