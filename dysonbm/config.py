@@ -59,6 +59,26 @@ class TrainConfig:
     eps: float = 1e-8
 
 
+#: ``[train] optimizer`` names and the optax transforms they stand for, as functions of the
+#: learning rate (a traced per-replica array in the engine). From Python any optax transform
+#: works (`dysonbm.sgd`); a config names one of these. optax is passed in, imported only when
+#: a transform is built, so that this module stays free of jax.
+OPTIMIZERS = {
+    "sgd": lambda optax, t, lr: optax.sgd(lr),
+    "momentum": lambda optax, t, lr: optax.sgd(lr, momentum=t.momentum, nesterov=t.nesterov),
+    "adam": lambda optax, t, lr: optax.adam(lr, b1=t.b1, b2=t.b2, eps=t.eps),
+}
+
+
+def make_optimizer(train: TrainConfig):
+    """``lr -> optax.GradientTransformation``: the transform ``train.optimizer`` names, with
+    the settings of ``train``."""
+    import optax
+
+    build = OPTIMIZERS[train.optimizer]
+    return lambda lr: build(optax, train, lr)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     protocol: str = "online"  # online (fresh samples every step) | fixed (a finite dataset)
@@ -400,8 +420,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("seed", cfg.seed, f"must be in 0..{SEED_MAX} (the random key keeps 32 bits)")
     if cfg.steps > INT32_MAX:
         raise ConfigError("steps", cfg.steps, f"at most {INT32_MAX} (steps are counted in int32)")
-    if t.optimizer not in ("sgd", "momentum", "adam"):
-        raise ConfigError("train.optimizer", t.optimizer, "one of sgd, momentum, adam")
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigError("train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")
     # every optimiser setting is checked whatever the optimiser, so a later switch cannot diverge
     for name in ("momentum", "b1", "b2"):
         if not 0 <= getattr(t, name) < 1:

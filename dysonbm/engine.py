@@ -1,19 +1,32 @@
-"""One compiled program per chunk of replicas: vmap over replicas, lax.scan over steps.
+"""Replicas × steps: vmap over replicas, lax.scan over steps, of any simulation.
 
-A `Simulation` is three pure functions of ONE replica (no replica axis)::
+From Python, `simulate` runs any triple of single-replica functions in the protocol of the
+eigenvalue SDEs (`dysonbm.dyson.Process`)::
+
+    init(key, hp) -> state ;  step(state, key, hp) -> state ;  observe(state, hp) -> {name: array}
+
+an SDE process's own methods, or an SGD kernel (`dysonbm.sgd`) with the caller's batches,
+and records ``observe`` and a function of the caller's (``save``, as diffrax's
+``SaveAt(fn=...)``) every ``every`` steps. Replica r's key is ``fold_in(key, r)``, split into
+an init key and a run key; step t uses ``fold_in(run_key, t)``.
+
+Underneath, and what the runner compiles, a `Simulation` is three pure functions of ONE
+replica (no replica axis)::
 
     init(keys, hp)              -> (state, data)    # keys: the replica's and its ingredients'
     step(state, t, hp, data)    -> state            # t: the global step index
     observe(state, hp, data)    -> {name: array}    # at snapshots only
 
-``hp`` holds the replica's hyperparameters (traced scalars), ``data`` its quenched disorder:
-its problem, its test set and its training set (or, online, the keys of its data stream),
-each drawn from the key of its granularity (`dysonbm.ensemble`), so a replica that shares
-its inputs with its grid point draws the same inputs as its neighbours, by itself. Everything
-a replica reads is its own array: a contraction of a replica-batched with an unbatched
-operand would be lowered to one large product whose summation order depends on the chunk.
-`segment_fn` turns a simulation into ``run_segment(state, hp, data, t0) -> (state,
-observables[snapshot])``, the function the runner jits and calls between checkpoints.
+``hp`` holds the replica's hyperparameters (traced scalars), ``data`` its quenched disorder,
+which is read but never carried through the scan. `from_triple` puts a triple in this form;
+`make_sgd_sim` builds the SGD replicas of a run on the SGD kernel: its problem, test set and
+training set (or, online, the keys of its data stream), each drawn from the key of its
+granularity (`dysonbm.ensemble`), so a replica that shares its inputs with its grid point
+draws the same inputs as its neighbours, by itself. Everything a replica reads is its own
+array: a contraction of a replica-batched with an unbatched operand would be lowered to one
+large product whose summation order depends on the chunk. `segment_fn` turns a simulation
+into ``run_segment(state, hp, data, t0) -> (state, observables[snapshot])``: what `simulate`
+runs, and what the runner jits, shards and calls between checkpoints.
 
 Randomness: a replica's own key is fixed; step t uses ``fold_in(key, t)``. So a replica's
 numbers depend on neither the chunk it runs in, nor the segment boundaries, nor the largest
@@ -23,49 +36,176 @@ batch size of the grid (batches are masked).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
-from dysonbm import linalg
-from dysonbm.config import Config
+from dysonbm import divergence, linalg
 from dysonbm.models.base import tree_sum
+from dysonbm.sgd_kernel import Bounds, sgd
 
 
 @dataclasses.dataclass(frozen=True)
 class Simulation:
+    """One replica's ``init``, ``step`` and ``observe`` in the engine's form (module doc)."""
+
     init: Callable
     step: Callable
     observe: Callable
-    axes: dict  # observable -> axis names after (replica, snapshot)
+    axes: dict = dataclasses.field(default_factory=dict)  # observable -> axis names after (replica, snapshot)
+    interval: Callable | None = None  # state -> state at the start of each snapshot interval
 
 
-def make_optimizer(train, lr) -> optax.GradientTransformation:
-    """The optax transform for one replica; ``lr`` may be a traced per-replica scalar."""
-    if train.optimizer == "sgd":
-        return optax.sgd(lr)
-    if train.optimizer == "momentum":
-        return optax.sgd(lr, momentum=train.momentum, nesterov=train.nesterov)
-    return optax.adam(lr, b1=train.b1, b2=train.b2, eps=train.eps)
+# ---------------------------------------------------------------------------------------
+# any (init, step, observe) triple
 
 
-def _outcome_init() -> dict:
-    return {"diverged": jnp.asarray(False), "diverge_step": jnp.asarray(-1, jnp.int32)}
+def from_triple(init: Callable, step: Callable, observe: Callable | None = None, freeze: bool = False) -> Simulation:
+    """The `Simulation` of a triple ``init(key, hp)``, ``step(state, key, hp)``,
+    ``observe(state, hp)``: the replica's key splits into an init key and a run key, step t
+    uses ``fold_in(run_key, t)``. With ``freeze``, a replica whose state turns non-finite is
+    flagged and frozen at its last finite state (`dysonbm.divergence`)."""
+
+    def init_(keys, hp):
+        k_init, k_run = jax.random.split(keys["replica"])
+        state = {"state": init(k_init, hp), "key": k_run}
+        if freeze:
+            state.update(divergence.flags())
+        return state, {}
+
+    def step_(state, t, hp, data):
+        new = step(state["state"], jax.random.fold_in(state["key"], t), hp)
+        if not freeze:
+            return {**state, "state": new}
+        flags = divergence.flag(state, divergence.non_finite(new), t)
+        return {**state, **flags, "state": divergence.hold(flags["diverged"], new, state["state"])}
+
+    def observe_(state, hp, data):
+        return observe(state["state"], hp) if observe is not None else {}
+
+    return Simulation(init_, step_, observe_)
 
 
-def _outcome_after(state: dict, bad, t) -> dict:
-    """A replica that goes bad at step t is flagged once, with the step, and stays frozen."""
-    return {
-        "diverged": state["diverged"] | bad,
-        "diverge_step": jnp.where(bad & ~state["diverged"], t + 1, state["diverge_step"]).astype(jnp.int32),
-    }
+class Trajectory(NamedTuple):
+    """What `simulate` returns; the arrays have leading axes (replica, snapshot)."""
+
+    steps: np.ndarray  # (S,) steps taken at each snapshot: 0, every, 2·every, …
+    observed: dict  # observe's arrays
+    saved: Any  # save's pytree (None without save)
+    state: Any  # the final state of every replica (leading axis: replica)
 
 
-def _tree_any(pred, tree) -> jnp.ndarray:
-    leaves = [jnp.any(pred(x)) for x in jax.tree_util.tree_leaves(tree)]
-    return jnp.any(jnp.stack(leaves)) if leaves else jnp.asarray(False)
+def simulate(init: Callable, step: Callable, observe: Callable | None = None, *, key, hp: dict, steps: int,
+             every: int | None = None, replicas: int | None = None, save: Callable | None = None,
+             unroll: int = 1) -> Trajectory:
+    """Run replicas of ``(init, step, observe)`` (module doc) for ``steps`` steps, vmapped over
+    replicas and scanned over steps in one compiled program.
+
+    ``hp``: {name: scalar, or array with a leading replica axis}; scalars are shared, and
+    ``replicas`` is needed only when all are. ``observe(state, hp)`` and ``save(state, hp)``
+    are recorded at step 0 and after every ``every`` steps (default: at the end only);
+    ``save`` returns any pytree of arrays. A replica's numbers depend on neither the number of
+    replicas nor its neighbours, as in the runner, whose chunks run this same program
+    (`segment_fn`); the runner adds sharding, checkpoints and the results store.
+    """
+    every = steps if every is None else every
+    if steps < 1 or every < 1 or steps % every:
+        raise ValueError(f"steps must be a positive multiple of every, got steps={steps}, every={every}")
+    hp, replicas = _per_replica(hp, replicas)
+    base = from_triple(init, step, observe)
+    user_save = save if save is not None else (lambda state, hp: None)
+    sim = dataclasses.replace(base, observe=lambda s, h, d: (base.observe(s, h, d), user_save(s["state"], h)))
+    keys = {"replica": jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(replicas))}
+    state, data, first = jax.jit(init_fn(sim))(keys, hp)
+    n = steps // every
+    state, rest = jax.jit(segment_fn(sim, every, n, unroll))(state, hp, data, jnp.int32(0))
+    observed, saved = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[:, None], b], axis=1), first, rest)
+    return Trajectory(every * np.arange(n + 1), observed, saved, state["state"])
+
+
+def _per_replica(hp: dict, replicas: int | None) -> tuple[dict, int]:
+    """``hp`` with every entry an array of leading axis ``replicas`` (scalars broadcast)."""
+    hp = {name: value if isinstance(value, jax.Array) else jnp.asarray(np.asarray(value)) for name, value in hp.items()}
+    sizes = {v.shape[0] for v in hp.values() if v.ndim}
+    if replicas is None:
+        if len(sizes) != 1:
+            raise ValueError(f"give replicas=: the per-replica entries of hp have leading axes {sorted(sizes) or 'none'}")
+        replicas = sizes.pop()
+    out = {}
+    for name, v in hp.items():
+        if v.ndim and v.shape[0] != replicas:
+            raise ValueError(f"hp[{name!r}] has leading axis {v.shape[0]}, not replicas = {replicas}")
+        out[name] = v if v.ndim else jnp.full((replicas,), v)
+    return out, replicas
+
+
+def init_fn(sim: Simulation):
+    """``init(keys, hp) -> (state, data, observables at t = 0)``, vmapped over replicas."""
+
+    def one(keys, hp):
+        state, data = sim.init(keys, hp)
+        return state, data, sim.observe(state, hp, data)
+
+    return jax.vmap(one)
+
+
+def segment_fn(sim: Simulation, snapshot_every: int, n_snapshots: int, unroll: int = 1):
+    """``run_segment(state, hp, data, t0)`` for a chunk: vmapped, not yet jitted.
+
+    Runs ``n_snapshots * snapshot_every`` steps from global step ``t0`` and returns the final
+    state and the observables after every ``snapshot_every`` steps (leading axes: replica,
+    snapshot).
+    """
+    def one_replica(state, hp, data, t0):
+        def interval(state, t_start):
+            def body(state, t):
+                return sim.step(state, t, hp, data), None
+
+            if sim.interval is not None:
+                state = sim.interval(state)
+            state, _ = jax.lax.scan(body, state, t_start + jnp.arange(snapshot_every), unroll=unroll)
+            return state, sim.observe(state, hp, data)
+
+        starts = t0 + snapshot_every * jnp.arange(n_snapshots)
+        return jax.lax.scan(interval, state, starts)
+
+    def run_segment(state, hp, data, t0):
+        return jax.vmap(one_replica, in_axes=(0, 0, 0, None))(state, hp, data, t0)
+
+    return run_segment
+
+
+def outcome(state: dict) -> tuple[Any, Any]:
+    """The divergence flags of a batch of replica states (None, None for a process without)."""
+    return state.get("diverged"), state.get("diverge_step")
+
+
+# ---------------------------------------------------------------------------------------
+# eigenvalue SDEs
+
+
+def is_process(model) -> bool:
+    """An eigenvalue SDE (`dysonbm.dyson.Process`) rather than a trained model."""
+    from dysonbm.dyson import Process
+
+    return isinstance(model, Process)
+
+
+def make_sde_sim(process) -> Simulation:
+    """Replicas of an SDE process (`dysonbm.dyson`), frozen at their last finite state and
+    flagged if they turn non-finite, as in SGD."""
+    sim = from_triple(process.init, process.step, process.observe, freeze=True)
+    hp0 = {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **process.defaults()}
+    shapes = jax.eval_shape(lambda k: process.observe(process.init(k, hp0), hp0), jax.random.key(0))
+    axes = {name: ("level",) * len(v.shape) if len(v.shape) <= 1 else tuple(f"axis{i}" for i in range(len(v.shape)))
+            for name, v in shapes.items()}
+    return dataclasses.replace(sim, axes=axes)
+
+
+# ---------------------------------------------------------------------------------------
+# SGD replicas of a run: data protocols, masking, snapshots, on the SGD kernel
 
 
 def draw_samples(model, key, problem, count: int):
@@ -104,7 +244,7 @@ class DataLayout:
     n_test: int = 128
 
     @classmethod
-    def from_config(cls, cfg: Config, max_batch: int) -> "DataLayout":
+    def from_config(cls, cfg, max_batch: int) -> "DataLayout":
         d = cfg.data
         if d.protocol == "online":
             return cls("online", max_batch, n_test=d.n_test)
@@ -118,54 +258,12 @@ class DataLayout:
         return (self.n_data // batch_size) * batch_size
 
 
-def make_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
-    """The simulation a config describes: SGD replicas of a model, or an SDE process."""
-    if is_process(model):
-        return make_sde_sim(model)
-    return make_sgd_sim(model, cfg, layout)
-
-
-def is_process(model) -> bool:
-    """An eigenvalue SDE (`dysonbm.dyson.Process`) rather than a trained model."""
-    from dysonbm.dyson import Process
-
-    return isinstance(model, Process)
-
-
-def make_sde_sim(process) -> Simulation:
-    """Replicas of an SDE process (`dysonbm.dyson`): step t uses ``fold_in(key, t)``; a replica
-    whose state turns non-finite is frozen at its last finite state and flagged, as in SGD."""
-
-    def init(keys, hp):
-        k_init, k_run = jax.random.split(keys["replica"])
-        state = {
-            "proc": process.init(k_init, hp),
-            "key": k_run,
-            **_outcome_init(),
-        }
-        return state, {}
-
-    def step(state, t, hp, data):
-        new = process.step(state["proc"], jax.random.fold_in(state["key"], t), hp)
-        outcome = _outcome_after(state, _tree_any(lambda x: ~jnp.isfinite(x), new), t)
-        keep = lambda n, o: jnp.where(outcome["diverged"], o, n)  # noqa: E731
-        return {**state, **outcome, "proc": jax.tree_util.tree_map(keep, new, state["proc"])}
-
-    def observe(state, hp, data):
-        return process.observe(state["proc"], hp)
-
-    hp0 = {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **process.defaults()}
-    shapes = jax.eval_shape(lambda k: process.observe(process.init(k, hp0), hp0), jax.random.key(0))
-    axes = {name: ("level",) * len(v.shape) if len(v.shape) <= 1 else tuple(f"axis{i}" for i in range(len(v.shape)))
-            for name, v in shapes.items()}
-    return Simulation(init, step, observe, axes)
-
-
-def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
-    """SGD replicas of ``model`` under the config's optimiser, data protocol and bounds."""
-    train, bounds = cfg.train, cfg.divergence
+def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool = True,
+                 weights: bool = False) -> Simulation:
+    """SGD replicas of ``model`` under ``tx`` (as in `dysonbm.sgd`), with the data protocol of
+    ``layout``, frozen beyond ``bounds``; ``spectra`` and ``weights`` say what is recorded."""
+    init_kernel, step_kernel = sgd(model, tx, bounds)
     bmax = layout.max_batch
-    record = cfg.record
 
     def shuffled(key, epoch, n_valid):
         # argsort of per-index uniforms; invalid (padding) indices sort last
@@ -184,17 +282,15 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
                 data["stream"] = {"inputs": keys["inputs"], "noise": noise_key}
             else:
                 data["train"] = dataset(model, keys["inputs"], noise_key, problem, layout.n_max)
-        params, aux = model.init(k_init, problem, hp)
-        state = {
-            "params": params,
-            "params0": params,  # kept for overlaps with the initial state
-            "aux": aux,
-            "opt": make_optimizer(train, hp["lr"]).init(params),
+        state = init_kernel(k_init, problem, hp)
+        # beside the kernel's entries: the initial parameters (for overlaps with the start),
+        # the key of the steps' randomness and the running mean of the training loss
+        state.update({
+            "params0": state["params"],
             "key": k_run,
-            **_outcome_init(),
             "loss_sum": jnp.zeros((), jnp.result_type(float)),
             "loss_count": jnp.zeros((), jnp.int32),
-        }
+        })
         if layout.reshuffle:
             state["shuffle_key"] = k_shuffle
             state["perm"] = jnp.arange(layout.n_max, dtype=jnp.int32)
@@ -226,28 +322,12 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
         return jax.tree_util.tree_map(lambda a: a[j], data["train"]), mask, state
 
     def step(state, t, hp, data):
-        k_model = jax.random.fold_in(state["key"], t)
         batch, mask, state = batch_at(state, t, hp, data)
-        loss, grads, aux = model.loss_and_grad(
-            state["params"], state["aux"], batch, mask, k_model, data["problem"], hp
-        )
-        updates, opt = make_optimizer(train, hp["lr"]).update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        bad = (
-            ~jnp.isfinite(loss)
-            | (jnp.abs(loss) > bounds.max_loss)
-            | _tree_any(lambda x: ~jnp.isfinite(x) | (jnp.abs(x) > bounds.max_weight), params)
-        )
-        outcome = _outcome_after(state, bad, t)
-        frozen = outcome["diverged"]
-        keep = lambda new, old: jnp.where(frozen, old, new)  # noqa: E731
+        state = step_kernel(state, batch, jax.random.fold_in(state["key"], t), data["problem"], hp, mask)
+        frozen = state["diverged"]
         return {
             **state,
-            "params": jax.tree_util.tree_map(keep, params, state["params"]),
-            "aux": jax.tree_util.tree_map(keep, aux, state["aux"]),
-            "opt": jax.tree_util.tree_map(keep, opt, state["opt"]),
-            **outcome,
-            "loss_sum": state["loss_sum"] + jnp.where(frozen, 0.0, loss),
+            "loss_sum": state["loss_sum"] + jnp.where(frozen, 0.0, state["loss"]),
             "loss_count": state["loss_count"] + jnp.where(frozen, 0, 1),
         }
 
@@ -268,11 +348,11 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
         flat = jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(grads)])
         out["grad_norm"] = jnp.sqrt(tree_sum(flat * flat))
         w = model.trained_matrix(params)
-        if record.spectra:
+        if spectra:
             out["svals"] = linalg.svdvals(w)
             if w.shape[0] == w.shape[1]:
                 out["eigs"] = linalg.eigvalsh(0.5 * (w + w.T))
-        if record.weights:
+        if weights:
             out["weights"] = w
         out.update(model.observables(params, state["params0"], problem, test, hp))
         return out
@@ -280,13 +360,13 @@ def make_sgd_sim(model, cfg: Config, layout: DataLayout) -> Simulation:
     axes = {
         "train_loss": (), "test_loss": (), "grad_norm": (),
         **({} if layout.protocol == "online" or not model.uses_data else {"data_loss": ()}),
-        **({"svals": ("level",)} if record.spectra else {}),
-        **({"weights": ("row", "col")} if record.weights else {}),
+        **({"svals": ("level",)} if spectra else {}),
+        **({"weights": ("row", "col")} if weights else {}),
         **model.observable_axes(),
     }
-    if record.spectra and _is_square(model):
+    if spectra and _is_square(model):
         axes["eigs"] = ("level",)
-    return Simulation(init, step, observe, axes)
+    return Simulation(init, step, observe, axes, interval=reset_interval)
 
 
 def _is_square(model) -> bool:
@@ -302,45 +382,4 @@ def _dummy_hp(model) -> dict:
 
 def reset_interval(state: dict) -> dict:
     """Start a new snapshot interval (the running mean of the training loss)."""
-    if "loss_sum" not in state:
-        return state
     return {**state, "loss_sum": jnp.zeros_like(state["loss_sum"]), "loss_count": jnp.zeros_like(state["loss_count"])}
-
-
-def segment_fn(sim: Simulation, snapshot_every: int, n_snapshots: int, unroll: int = 1):
-    """``run_segment(state, hp, data, t0)`` for a chunk: vmapped, not yet jitted.
-
-    Runs ``n_snapshots * snapshot_every`` steps from global step ``t0`` and returns the final
-    state and the observables after every ``snapshot_every`` steps (leading axes: replica,
-    snapshot).
-    """
-    def one_replica(state, hp, data, t0):
-        def interval(state, t_start):
-            def body(state, t):
-                return sim.step(state, t, hp, data), None
-
-            state = reset_interval(state)
-            state, _ = jax.lax.scan(body, state, t_start + jnp.arange(snapshot_every), unroll=unroll)
-            return state, sim.observe(state, hp, data)
-
-        starts = t0 + snapshot_every * jnp.arange(n_snapshots)
-        return jax.lax.scan(interval, state, starts)
-
-    def run_segment(state, hp, data, t0):
-        return jax.vmap(one_replica, in_axes=(0, 0, 0, None))(state, hp, data, t0)
-
-    return run_segment
-
-
-def init_fn(sim: Simulation):
-    """``init(keys, hp) -> (state, data, observables at t = 0)``, vmapped over replicas."""
-
-    def one(keys, hp):
-        state, data = sim.init(keys, hp)
-        return state, data, sim.observe(state, hp, data)
-
-    return jax.vmap(one)
-
-
-def outcome(state: dict) -> tuple[Any, Any]:
-    return state.get("diverged"), state.get("diverge_step")

@@ -59,7 +59,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dysonbm import engine, ensemble, io, sizes
-from dysonbm.config import Config, build_model, grid_points, hyper_names, resolved_ensemble
+from dysonbm.config import Config, build_model, grid_points, hyper_names, make_optimizer, resolved_ensemble
 
 CPU_BUDGET = 2 << 30  # bytes for a chunk when the backend reports no memory limit
 DEVICE_FRACTION = 0.5  # of the free device memory
@@ -165,6 +165,15 @@ def device_budget(devices) -> tuple[int, str]:
     return int(DEVICE_FRACTION * sum(free)), f"{DEVICE_FRACTION:.0%} of free device memory"
 
 
+def simulation(model, cfg: Config, layout: engine.DataLayout) -> engine.Simulation:
+    """The simulation a config describes: SGD replicas of a model under the optax transform
+    its ``[train] optimizer`` names, or an SDE process."""
+    if engine.is_process(model):
+        return engine.make_sde_sim(model)
+    return engine.make_sgd_sim(model, make_optimizer(cfg.train), layout, cfg.divergence,
+                               spectra=cfg.record.spectra, weights=cfg.record.weights)
+
+
 class Plan:
     """Everything a run needs that follows from its config: model, grid, ensemble, sharding.
 
@@ -193,7 +202,7 @@ class Plan:
         self.ensemble = resolved_ensemble(cfg, model)
         self.names = hyper_names(model)
         self.layout = engine.DataLayout.from_config(cfg, self.max_batch)
-        self.sim = engine.make_sim(model, cfg, self.layout)
+        self.sim = simulation(model, cfg, self.layout)
 
         # local devices: in a multi-process job each process runs its own shard (see module doc)
         all_devices = jax.local_devices()
