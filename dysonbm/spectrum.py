@@ -299,17 +299,22 @@ def spacing_stats(levels, method: str = "kernel", edge: float = 0.05, **kw) -> S
 
 # --------------------------------------------------------------------- level flow
 def level_diffusion(levels, dt=1.0, chiral: bool = False, lr: float | None = None,
-                    batch_size: float | None = None) -> Diffusion:
+                    batch_size: float | None = None, extrapolate: bool = True,
+                    n_blocks: int = 20) -> Diffusion:
     """Diffusion constant of the level motion over a sequence of checkpoints.
 
     ``levels``: ``(S, N)`` (checkpoints in order) or ``(R, S, N)`` (independent runs), each
     row the ordered levels; ``dt``: time between checkpoints (a scalar, or ``(S − 1,)``),
     in steps by default. DBM levels (SCIENCE.md §2) have ``Var dλ_i = 2D dt``; with
     ``chiral`` the levels are singular values, whose noise is ``√D dB`` (``Var = D dt``).
-    Each level's mean increment is removed first (the drift of training is mostly a trend);
-    the drift's fluctuation biases D by ``O(dt·∂F/∂λ)``, small while ``D dt ≪`` spacing².
-    Per level: ``D_i`` with the Gaussian error ``D_i √(2/dof)``. Overall: the mean of ``D_i``
-    with the larger of their spread ``std/√N`` and the pooled Gaussian error.
+    Each level's mean rate over the run is removed first (the drift of training is mostly a
+    trend). The fluctuating restoring force (confinement, repulsion) lowers the variance of an
+    increment over ``Δ`` by ``≈ D Δ |⟨∂F/∂λ⟩|`` relative to ``2DΔ``: several % once ``DΔ`` is
+    a tenth of the squared spacing. With ``extrapolate`` (equal ``dt``, ``S ≥ 4``) the estimate
+    is the Richardson extrapolation to lag 0, ``D = 2 D(Δ) − D(2Δ)``, which removes that
+    first-order bias. Errors: block jackknife over the checkpoint axis (increments of
+    neighbouring checkpoints and of neighbouring levels are correlated).
+    Overall ``D``: the mean of the per-level ``D_i``.
     Given ``lr``, the time is ``τ = lr·step`` and the effective temperature is ``D`` in it
     (the Coulomb gas is ``∝ exp(−ΣU/D)``); ``batch_size`` adds ``T = lr/|B|`` and the ratio
     ``noise_var = D_τ/T`` (the per-sample noise variance: the same for all runs of a model
@@ -321,25 +326,41 @@ def level_diffusion(levels, dt=1.0, chiral: bool = False, lr: float | None = Non
     if lv.ndim != 3 or lv.shape[1] < 3:
         raise ValueError(f"need levels of shape (S, N) or (R, S, N) with S >= 3, got {np.shape(levels)}")
     lv = np.sort(lv, axis=-1)
-    d = np.diff(lv, axis=1)  # (R, S-1, N)
-    dt = np.broadcast_to(np.asarray(dt, dtype=float), (d.shape[1],))
-    if np.any(dt <= 0):
+    n_s = lv.shape[1]
+    dt = np.broadcast_to(np.asarray(dt, dtype=float), (n_s - 1,))
+    if np.any(~np.isfinite(dt)) or np.any(dt <= 0):
         raise ValueError("dt must be positive")
-    # increments per unit time: d/√dt has variance (2)D whatever the spacing of checkpoints
-    u = d / np.sqrt(dt)[None, :, None]
-    u = u - u.mean(axis=1, keepdims=True)
-    dof = lv.shape[0] * (d.shape[1] - 1)
+    t = np.concatenate([[0.0], np.cumsum(dt)])
+    rate = (lv[:, -1] - lv[:, 0]) / t[-1]  # (R, N): each level's trend
     factor = 1.0 if chiral else 2.0
-    per = (u**2).sum(axis=(0, 1)) / dof / factor
-    per_err = per * math.sqrt(2.0 / dof)
-    big_d = float(per.mean())
-    spread = float(per.std(ddof=1) / math.sqrt(per.size)) if per.size > 1 else 0.0
-    pooled = big_d * math.sqrt(2.0 / (dof * per.size))
-    err = max(spread, pooled)
+    use2 = extrapolate and n_s >= 4 and np.allclose(dt, dt[0])
+
+    def squares(lag):
+        d = lv[:, lag:] - lv[:, :-lag]  # (R, S-lag, N)
+        span = (t[lag:] - t[:-lag])[None, :, None]
+        return np.moveaxis((d - rate[:, None, :] * span) ** 2 / (factor * span), 1, 0)  # (S-lag, R, N)
+
+    q1 = squares(1)
+    if use2:
+        q = np.stack([q1[:-1], squares(2)], axis=-1)  # aligned by start checkpoint
+
+        def est(qs):
+            per = 2.0 * qs[..., 0].mean(axis=(0, 1)) - qs[..., 1].mean(axis=(0, 1))
+            return np.append(per, per.mean())
+    else:
+        q = q1
+
+        def est(qs):
+            per = qs.mean(axis=(0, 1))
+            return np.append(per, per.mean())
+
+    jk = rmt.jackknife(est, q, n_blocks=min(n_blocks, q.shape[0]))
+    value, err = np.asarray(jk.value), np.asarray(jk.stderr)
+    big_d, d_err = float(value[-1]), float(err[-1])
     temp = temp_err = t_pred = noise = None
     if lr is not None:
-        temp, temp_err = big_d / lr, err / lr
+        temp, temp_err = big_d / lr, d_err / lr
         if batch_size is not None:
             t_pred = lr / batch_size
             noise = temp / t_pred
-    return Diffusion(big_d, err, per, per_err, temp, temp_err, t_pred, noise)
+    return Diffusion(big_d, d_err, value[:-1], err[:-1], temp, temp_err, t_pred, noise)
