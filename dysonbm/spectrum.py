@@ -166,6 +166,8 @@ def mp_fit(levels, n: int, c: float | None = None, fit_c: bool = False,
                 fb = _fit_sigma2(x, b, idx, p)[1]
         c0 = 0.5 * (lo + hi)
     s2, _ = _fit_sigma2(x, c0, idx, p)
+    if not s2 > 0:
+        raise ValueError("no bulk to fit: the central levels are all zero")
     err = s2 * math.sqrt(2.0 / (n * m) + 1.0 / m**2)
     lo_e, hi_e = (float(v) for v in rmt.mp_edges(s2, c0))
     margin = TW1_Q999 * tw_scale(n, m, s2)
@@ -290,6 +292,8 @@ def spacing_stats(levels, method: str = "kernel", edge: float = 0.05, **kw) -> S
     and to Poisson (:data:`rmt.LAWS`)."""
     e = unfold(levels, method=method, edge=edge, **kw)
     s = np.diff(e)
+    if not s.mean() > 0:
+        raise ValueError("degenerate levels: no spacing to normalise")
     s = s / s.mean()
     r = spacing_ratio(levels)
     return SpacingStats(float(r.value), float(r.stderr),

@@ -108,8 +108,9 @@ def _figure(path: Path, title: str, x: np.ndarray, row: dict) -> None:
     a.set_xlabel("λ")
     a.legend(fontsize=8)
     try:
-        e = sp.unfold(x)
-        s = np.diff(e)
+        if row["r"] is None:
+            raise ValueError("no local statistics")
+        s = np.diff(sp.unfold(x))
         s = s / s.mean()
         b.hist(s, bins=50, range=(0, 4), density=True, alpha=0.6, label="unfolded spacings")
         t = np.linspace(0, 4, 200)
@@ -164,6 +165,8 @@ def _check(w: np.ndarray, label: str) -> str | None:
     bad = int(np.size(w) - np.count_nonzero(np.isfinite(w)))
     if bad:
         return f"{label}: {bad} NaN/inf entr{'y' if bad == 1 else 'ies'}"
+    if not np.any(w):
+        return f"{label}: all entries are zero"
     return None
 
 

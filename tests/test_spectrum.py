@@ -337,17 +337,18 @@ def _bad_cases(tmp_path):
     nan = good.copy()
     nan[3, 4] = np.nan
     np.savez(tmp_path / "nan.npz", w=nan)
+    np.savez(tmp_path / "zero.npz", w=np.zeros((20, 10)))
     np.savez(tmp_path / "good.npz", w=good)
     blob = (tmp_path / "good.npz").read_bytes()
     (tmp_path / "corrupt.npz").write_bytes(blob[: len(blob) // 2])
     (tmp_path / "corrupt.safetensors").write_bytes(struct.pack("<Q", 10**9) + b"{}")
     (tmp_path / "corrupt.msgpack").write_bytes(b"\xde\x00\x05\xd9")
-    return {"missing": "no_such.npz", "no 2-D": "vectors.npz", "1x1": "tiny.npz", "nan": "nan.npz",
+    return {"missing": "no_such.npz", "no 2-D": "vectors.npz", "1x1": "tiny.npz", "nan": "nan.npz", "zero": "zero.npz",
             "corrupt npz": "corrupt.npz", "corrupt safetensors": "corrupt.safetensors",
             "corrupt msgpack": "corrupt.msgpack"}
 
 
-@pytest.mark.parametrize("case", ["missing", "no 2-D", "1x1", "nan", "corrupt npz", "corrupt safetensors",
+@pytest.mark.parametrize("case", ["missing", "no 2-D", "1x1", "nan", "zero", "corrupt npz", "corrupt safetensors",
                                   "corrupt msgpack"])
 def test_cli_bad_input_one_line_exit_2(case, tmp_path, capsys):
     name = _bad_cases(tmp_path)[case]
