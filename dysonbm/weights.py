@@ -75,7 +75,12 @@ def _sniff(p: Path):
 
 # ------------------------------------------------------------------------- flatten
 def _flatten(tree, prefix: str, out: dict) -> None:
-    if isinstance(tree, Mapping):
+    if isinstance(tree, Mapping) and tree.get("__msgpack_chunked_array__"):
+        # Flax splits leaves over 1 GiB into flat chunks {"0": …, "1": …}
+        chunks = tree["chunks"]
+        flat = np.concatenate([np.ravel(chunks[k]) for k in sorted(chunks, key=int)])
+        out[prefix or "array"] = flat.reshape(tuple(tree["shape"]))
+    elif isinstance(tree, Mapping):
         for k, v in tree.items():
             _flatten(v, f"{prefix}/{k}" if prefix else str(k), out)
     elif isinstance(tree, (list, tuple)):
@@ -117,7 +122,10 @@ def _load_safetensors(p: Path) -> dict[str, np.ndarray]:
         from safetensors.numpy import load_file
     except ImportError:
         return _read_safetensors(p)
-    return load_file(str(p))
+    try:
+        return load_file(str(p))
+    except Exception:  # bfloat16 (no numpy dtype) or a corrupt file: the reader here says which
+        return _read_safetensors(p)
 
 
 def _read_safetensors(p: Path) -> dict[str, np.ndarray]:

@@ -200,6 +200,8 @@ def msgpack_encode(obj) -> bytes:
         return bytes([0xC6]) + struct.pack(">I", len(obj)) + obj
     if isinstance(obj, (list, tuple)):
         return bytes([0xDC]) + struct.pack(">H", len(obj)) + b"".join(msgpack_encode(v) for v in obj)
+    if isinstance(obj, bool):
+        return bytes([0xC3 if obj else 0xC2])
     if isinstance(obj, int):
         return bytes([0xD3]) + struct.pack(">q", obj)
     if isinstance(obj, np.ndarray):
@@ -235,6 +237,15 @@ def test_load_msgpack_pytree(tmp_path):
     got = weights.load_arrays(tmp_path / "ckpt.msgpack")
     assert set(got) == {"params/Dense_0/kernel", "params/Dense_0/bias"}
     assert np.array_equal(got["params/Dense_0/kernel"], A)
+
+
+def test_load_msgpack_chunked_leaf(tmp_path):
+    big = np.arange(24.0).reshape(4, 6)
+    flat = big.ravel()
+    tree = {"w": {"__msgpack_chunked_array__": True, "shape": [4, 6],
+                  "chunks": {"0": flat[:10], "1": flat[10:20], "2": flat[20:]}}}
+    (tmp_path / "c.msgpack").write_bytes(msgpack_encode(tree))
+    assert np.array_equal(weights.load_arrays(tmp_path / "c.msgpack")["w"], big)
 
 
 def test_load_pickled_pytree(tmp_path):
