@@ -276,6 +276,13 @@ def test_load_results_directory(tmp_path):
     assert len(got) == 6 and np.array_equal(got["weights/p0/r1/s2"], w[0, 1, 2])
 
 
+def test_load_orbax_checkpoint(tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    ocp.PyTreeCheckpointer().save(str(tmp_path / "ck"), {"params": {"dense": {"kernel": A}}})
+    got = weights.load_arrays(tmp_path / "ck")
+    assert np.array_equal(got["params/dense/kernel"], A)
+
+
 def test_orbax_directory_without_orbax_is_one_clear_error(tmp_path):
     try:
         import orbax.checkpoint  # noqa: F401
