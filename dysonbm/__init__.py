@@ -18,7 +18,7 @@ from dysonbm.config import Config, ConfigError  # noqa: E402
 from dysonbm.io import Results, load  # noqa: E402
 
 _LAZY = ("engine", "models", "runner", "rmt", "dyson", "observables", "phases", "plots", "sgd_langevin",
-         "phase_langevin")
+         "phase_langevin", "spectrum", "weights")
 
 
 def __getattr__(name):

@@ -244,7 +244,8 @@ def _logistic_cdf(z):
 
 def unfold(levels, method: str = "kernel", neighbours: int | None = None, degree: int = 9,
            edge: float = 0.05) -> np.ndarray:
-    """``e_i = N̄(λ_i)``: the levels mapped by a smooth fit of the counting function, mean spacing 1.
+    """``e_i = N̄(λ_i)``: the levels of one spectrum mapped by a smooth fit of its counting
+    function, so that the mean spacing is 1 (for a batch of spectra see :func:`rmt.unfold`).
 
     ``"kernel"``: ``N̄(x) = Σ_j K((x − λ_j)/h_j)``, a logistic kernel CDF whose bandwidth ``h_j``
     is the half-span of ``neighbours`` levels on each side of ``λ_j`` (default ``√m/2``,
@@ -279,8 +280,12 @@ def unfold(levels, method: str = "kernel", neighbours: int | None = None, degree
 # -------------------------------------------------------------------- local statistics
 def spacing_ratio(levels, n_blocks: int = 20) -> rmt.Estimate:
     """``⟨r⟩``, ``r_i = min(S_i, S_{i+1})/max(S_i, S_{i+1})`` (no unfolding), with a block
-    jackknife error: neighbouring ratios share a spacing, so ``std/√n`` would be wrong."""
-    r = rmt.spacing_ratios(np.sort(np.asarray(levels, dtype=float).ravel()))
+    jackknife error: neighbouring ratios share a spacing, so ``std/√n`` would be wrong.
+    A batch ``(R, N)`` of independent spectra: :func:`rmt.mean_ratio` (error over spectra)."""
+    lv = np.asarray(levels, dtype=float)
+    if lv.ndim > 1 and lv.reshape(-1, lv.shape[-1]).shape[0] > 1:
+        return rmt.mean_ratio(lv)
+    r = rmt.spacing_ratios(np.sort(lv.ravel()))
     r = r[np.isfinite(r)]
     if r.size < 2:
         raise ValueError(f"need at least 4 distinct levels for a ratio error, got {r.size + 2}")

@@ -134,6 +134,12 @@ def test_gue_ratio():
     assert abs(r.value - rmt.MEAN_R[2]) < 3 * r.stderr
 
 
+def test_ratio_of_a_batch_of_spectra():
+    batch = np.stack([goe_levels(200, seed) for seed in range(20)])
+    r = sp.spacing_ratio(batch)
+    assert abs(r.value - rmt.MEAN_R[1]) < 3 * r.stderr
+
+
 def test_independent_levels_are_poisson():
     x = np.random.default_rng(6).uniform(size=3000)
     st = sp.spacing_stats(x)
