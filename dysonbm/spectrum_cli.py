@@ -101,7 +101,8 @@ def _figure(path: Path, title: str, x: np.ndarray, row: dict) -> None:
     a.hist(x[x <= hi], bins=80, density=True, alpha=0.6, label="levels of WᵀW/n")
     g = np.linspace(max(row["edge_lo"], 1e-9), row["edge_hi"], 400)
     # the histogram is normalised over the levels it shows
-    a.plot(g, rmt.marchenko_pastur_pdf(g, row["sigma2"], row["c"]) / np.mean(x <= hi), "k-", label=f"MP σ²={row['sigma2']:.3g}, c={row['c']:.3g}")
+    a.plot(g, rmt.marchenko_pastur_pdf(g, row["sigma2"], row["c"]) / np.mean(x <= hi), "k-",
+           label=f"MP σ²={row['sigma2']:.3g}, c={row['c']:.3g}")
     a.axvline(row["edge_hi"], color="r", ls=":", lw=1)
     n_out = row["n_outliers"]
     a.set_title(f"spectrum ({n_out} outlier{'s' if n_out != 1 else ''} beyond the edge)")

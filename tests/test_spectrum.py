@@ -309,8 +309,8 @@ def run_cli(argv, capsys):
 
 
 def test_cli_table_csv_json_figures(tmp_path, capsys):
-    np.savez(tmp_path / "w.npz", **{"layer1/kernel": gaussian(400, 200, seed=1), "layer2/kernel": gaussian(300, 300, seed=2),
-                                   "bias": np.zeros(5)})
+    np.savez(tmp_path / "w.npz", **{"layer1/kernel": gaussian(400, 200, seed=1),
+                                   "layer2/kernel": gaussian(300, 300, seed=2), "bias": np.zeros(5)})
     write_safetensors(tmp_path / "m.safetensors", {"attn.key": gaussian(256, 128, seed=3), "mlp.up": gaussian(64, 64)})
     code, out, err = run_cli([tmp_path / "w.npz", tmp_path / "m.safetensors", "--match", "kernel|key",
                               "--out", tmp_path / "o"], capsys)
@@ -333,7 +333,8 @@ def test_cli_sequence_of_files_with_lr_and_batch(tmp_path, capsys):
         np.savez(tmp_path / f"c{k:02d}.npz", w=w)
         paths.append(tmp_path / f"c{k:02d}.npz")
         w = w + math.sqrt(D) * rng.normal(size=w.shape)
-    code, out, err = run_cli([*paths, "--sequence", "--lr", "0.01", "--batch-size", "4", "--out", tmp_path / "o"], capsys)
+    argv = [*paths, "--sequence", "--lr", "0.01", "--batch-size", "4", "--out", tmp_path / "o"]
+    code, out, err = run_cli(argv, capsys)
     assert code == 0 and err == []
     seq = json.loads((tmp_path / "o" / "spectrum.json").read_text())["sequences"]
     assert len(seq) == 1 and seq[0]["checkpoints"] == 12
