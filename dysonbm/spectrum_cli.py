@@ -129,7 +129,7 @@ def _figure(path: Path, title: str, x: np.ndarray, row: dict) -> None:
     plt.close(fig)
 
 
-def _flow_figure(path: Path, title: str, t: np.ndarray, sv: np.ndarray) -> None:
+def _flow_figure(path: Path, title: str, t: np.ndarray, sv: np.ndarray, xlabel: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,7 +137,7 @@ def _flow_figure(path: Path, title: str, t: np.ndarray, sv: np.ndarray) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(t, sv, lw=0.6)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("singular values of W")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -269,7 +269,8 @@ def _sequences(args, levels: dict, meta: dict, out: Path | None) -> list[dict]:
         result.append(rec)
         if out is not None:
             _flow_figure(out / "figures" / f"flow_{_safe(Path(source).name + '_' + name)}.png",
-                         f"{name}: D = {d.D:.3g} ± {d.D_err:.2g} per step", t, sv)
+                         f"{name}: D = {d.D:.3g} ± {d.D_err:.2g} per step", t, sv,
+                         "step" if single_results or args.every else "checkpoint")
     return result
 
 
