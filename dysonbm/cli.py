@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="folder for the figures (default: DIR/figures)")
 
     sub.add_parser("info", help="devices and versions")
+    from dysonbm import spectrum_cli
+
+    spectrum_cli.add_parser(sub)
     return p
 
 
@@ -462,8 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 0
     configure_host_devices()
+    from dysonbm import spectrum_cli
+
     commands = {"run": cmd_run, "show": cmd_show, "info": cmd_info, "reproduce": cmd_reproduce, "plot": cmd_plot,
-                "merge": cmd_merge}
+                "merge": cmd_merge, "spectrum": spectrum_cli.main}
     return commands[args.command](args)
 
 
