@@ -138,11 +138,14 @@ class Config:
 # loading
 
 def load_toml(path: str | Path) -> dict:
-    path = Path(path)
+    """A TOML file, or the shipped preset of that name (`dysonbm.presets`)."""
+    from dysonbm import presets
+
+    path = presets.lookup(str(path)) or Path(path)
     if path.is_dir():
         raise ConfigError("config", str(path), "is a folder, not a TOML file")
     if not path.is_file():
-        raise ConfigError("config", str(path), "no such file")
+        raise ConfigError("config", str(path), f"no such file or preset (presets: {', '.join(presets.names())})")
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

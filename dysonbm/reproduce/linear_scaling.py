@@ -1,10 +1,10 @@
 """`dbm reproduce linear-scaling`: the linear scaling rule in the teacher–student model and the
 Gaussian RBM (SCIENCE.md §3.1, §3.2), with figures and a markdown report.
 
-Full preset: the published protocols (configs/ts_linear_scaling.toml, shared dataset per point;
-configs/rbm_linear_scaling.toml). Quick preset (minutes on two CPU cores): the teacher–student
-sweep with fresh data every step (protocol "online"), so that the measured widths can be held
-to the exact stationary law within their statistical errors, and a small RBM sweep (configs/rbm_quick.toml).
+Full preset: the published protocols (presets ts_linear_scaling, shared dataset per point, and
+rbm_linear_scaling). Quick preset (minutes on two CPU cores): the teacher–student sweep with
+fresh data every step (protocol "online"), so that the measured widths can be held to the exact
+stationary law within their statistical errors, and a small RBM sweep (preset rbm_quick).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ import traceback
 from pathlib import Path
 
 import dysonbm as dbm
-from dysonbm import ensemble, scaling
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "configs"
+from dysonbm import ensemble, presets, scaling
 
 # quick preset: fresh data every step; 800 steps at α ≥ 0.1 relax W − W_t (rate α per step)
 # within ~100 steps, and snapshots 40 steps apart at α = 0.1 are nearly independent
@@ -200,7 +197,7 @@ def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool, timin
     from dysonbm import plots
 
     t = time.perf_counter()
-    ts = _run_one(CONFIGS / "ts_linear_scaling.toml", out / "ts", TS_QUICK if quick else {}, progress, resume)
+    ts = _run_one(presets.path("ts_linear_scaling"), out / "ts", TS_QUICK if quick else {}, progress, resume)
     timings.append(("teacher–student sweep", time.perf_counter() - t))
     t = time.perf_counter()
     ts_an = scaling.analyse(ts)
@@ -223,7 +220,7 @@ def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool, timin
 def _rbm(out: Path, quick: bool, progress: bool, resume: bool, timings: list) -> str:
     from dysonbm import plots
 
-    rbm_cfg = CONFIGS / ("rbm_quick.toml" if quick else "rbm_linear_scaling.toml")
+    rbm_cfg = presets.path("rbm_quick" if quick else "rbm_linear_scaling")
     t = time.perf_counter()
     err = _run_guarded(rbm_cfg, out / "rbm", RBM_QUICK if quick else {}, progress, RBM_TIMEOUT_S if quick else None,
                        resume)
