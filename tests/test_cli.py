@@ -164,7 +164,10 @@ def test_every_preset_loads_by_name_and_is_listed(capsys):
     names = presets.names()
     assert {"ts_quick", "ts_linear_scaling", "rbm_quick", "phase_quick", "dyson_goe"} <= set(names)
     for name in names:
-        assert config.load(name).name == name, name  # every preset is a valid config
+        cfg = config.load(name)  # every preset is a valid config
+        assert cfg.name == name
+        # what a manifest records loads again, as the same config
+        assert config.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict(), name
         assert presets.summary(name), f"{name}: no summary line"
     assert cli.main(["configs"]) == 0
     listed = capsys.readouterr().out.splitlines()

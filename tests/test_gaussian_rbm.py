@@ -20,7 +20,7 @@ M2 = 4.0
 
 
 def make_hp(model, **changes):
-    hp = {**model.defaults(), "lr": 0.02, "batch_size": max(model.chains, 1), "init_std": model.init_std}
+    hp = {**model.defaults(), "lr": 0.02, "batch_size": max(model.chains, 1), "init_std": 0.1}
     hp.update(changes)
     return hp
 
