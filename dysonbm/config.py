@@ -317,7 +317,8 @@ def unread(cfg: Config, model) -> dict[str, str]:
                 out[f"{name}.{f.name}"] = f"an SDE process ({cfg.model!r}) has no [{name}] settings"
         return out
     for optimizer, names in OPTIMIZER_SETTINGS.items():
-        if optimizer != cfg.train.optimizer:
+        # an unknown optimiser is named as such by `validate`, not through its settings
+        if cfg.train.optimizer in OPTIMIZER_SETTINGS and optimizer != cfg.train.optimizer:
             for name in names:
                 out[f"train.{name}"] = f"read only by train.optimizer = {optimizer!r} (this config: {cfg.train.optimizer!r})"
     if not model.uses_data:
@@ -456,8 +457,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("seed", cfg.seed, f"must be in 0..{SEED_MAX} (the random key keeps 32 bits)")
     if cfg.steps > INT32_MAX:
         raise ConfigError("steps", cfg.steps, f"at most {INT32_MAX} (steps are counted in int32)")
-    if t.optimizer not in ("sgd", "momentum", "adam"):
-        raise ConfigError("train.optimizer", t.optimizer, "one of sgd, momentum, adam")
+    if t.optimizer not in OPTIMIZER_SETTINGS:
+        raise ConfigError("train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZER_SETTINGS)}")
     # defaults included: they are what an optimiser switched to by --set would read
     for name in ("momentum", "b1", "b2"):
         if not 0 <= getattr(t, name) < 1:
