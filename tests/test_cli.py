@@ -177,6 +177,17 @@ def test_every_preset_loads_by_name_and_is_listed(capsys):
     assert capsys.readouterr().out == presets.path("ts_quick").read_text(encoding="utf-8")
 
 
+def test_the_quick_reproductions_configs_are_valid():
+    """The presets with the overrides of `dbm reproduce --quick` (run only by CI's wheel check)."""
+    from dysonbm import config, presets
+    from dysonbm.reproduce import linear_scaling, sgd_langevin
+
+    for name, over in (("ts_linear_scaling", linear_scaling.TS_QUICK), ("rbm_quick", linear_scaling.RBM_QUICK),
+                       ("ts_langevin", sgd_langevin.SGD_QUICK)):
+        cfg = config.load(presets.path(name), {k.replace("__", "."): v for k, v in over.items()})
+        assert cfg.name == name
+
+
 def test_preset_by_name_from_any_directory_and_a_local_file_wins(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "ts_quick", "--dry-run"]) == 0

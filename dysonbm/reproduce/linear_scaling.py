@@ -20,7 +20,7 @@ from dysonbm import ensemble, presets, scaling
 
 # quick preset: fresh data every step; 800 steps at α ≥ 0.1 relax W − W_t (rate α per step)
 # within ~100 steps, and snapshots 40 steps apart at α = 0.1 are nearly independent
-TS_QUICK = dict(replicas=400, steps=800, snapshot_every=40, data__protocol="online")
+TS_QUICK = dict(replicas=400, steps=800, snapshot_every=40, data={"protocol": "online"})  # no dataset settings
 RBM_QUICK: dict = {}
 RBM_TIMEOUT_S = 420
 
@@ -32,8 +32,9 @@ OUTPUTS = (*RUNS, "figures", "report.md")
 
 
 def _run_one(config, out, overrides: dict, progress: bool, resume: bool):
-    """`runner.run` of a config path with ``dbm.run``-style overrides (``data__protocol``);
-    ``resume`` continues an interrupted run or reuses a finished one of the same config."""
+    """`runner.run` of a config path with ``dbm.run``-style overrides (``train__lr``, or ``data``
+    for a whole table); ``resume`` continues an interrupted run or reuses a finished one of the
+    same config."""
     from dysonbm import config as cfgs, runner
 
     cfg = cfgs.load(config, {k.replace("__", "."): v for k, v in overrides.items()})
