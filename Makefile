@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dbm run configs/ts_quick.toml --out results/ts_quick --overwrite
+	$(VENV)/bin/dbm run ts_quick --out results/ts_quick --overwrite
 	$(VENV)/bin/dbm show results/ts_quick
 	$(VENV)/bin/dbm plot results/ts_quick
 

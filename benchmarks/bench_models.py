@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     cores = len(os.sched_getaffinity(0))
@@ -27,7 +26,6 @@ import jax.numpy as jnp  # noqa: E402
 
 from dysonbm import config, runner  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: preset, steps per timed segment, FLOP per replica-step (counted by hand, forward + backward)
 PRESETS = {
     "multilayer_paper": (2000, 9.0e3),
@@ -38,7 +36,7 @@ PRESETS = {
 
 def preset_rate(name: str, replicas: int, steps: int, segments: int = 2) -> dict:
     """Steady replica-steps/s of preset ``name`` at ``replicas`` replicas on all local devices."""
-    full = config.load(CONFIGS / f"{name}.toml")
+    full = config.load(name)
     raw = config.apply_overrides(full.to_dict(), {})
     # one grid point, the preset's own ensemble and data; snapshots at the end of each segment
     raw["sweep"] = [{k: [v[0]] for k, v in full.sweeps[0].items()}] if full.sweeps else []

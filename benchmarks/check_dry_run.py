@@ -13,20 +13,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
-
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     cores = len(os.sched_getaffinity(0))
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={cores}"
 
-from dysonbm import config, runner  # noqa: E402
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from dysonbm import config, presets, runner  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     name, overrides = argv[0], config.parse_set_args(argv[1:])
-    cfg = config.load(CONFIGS / f"{name}.toml", overrides)
+    cfg = config.load(presets.path(name), overrides)
     plan = runner.Plan(cfg)
     cal = runner.calibrate(plan)
     per_chunk = cal["init_s"] + cal["per_chunk_step_s"] * cfg.steps + cal["snapshot_s"] * plan.n_intervals

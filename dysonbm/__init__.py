@@ -1,7 +1,7 @@
 """dysonbm: random-matrix dynamics of learning in JAX.
 
     import dysonbm as dbm
-    res = dbm.run("configs/ts_quick.toml", steps=500, train__lr=0.05)  # `__` stands for `.`
+    res = dbm.run("ts_quick", steps=500, train__lr=0.05)  # a preset or a path; `__` stands for `.`
     res["eigs"].shape      # (point, replica, snapshot, level)
     res = dbm.load("results/ts_quick")
 

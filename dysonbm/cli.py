@@ -20,13 +20,15 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
-  dbm run configs/ts_quick.toml                      # results in results/ts_quick
-  dbm run configs/ts_quick.toml --set steps=500 --set train.lr=0.05 --out /tmp/ts
-  dbm run configs/multilayer_quick.toml --set "sweep.init_std=[0.5, 16]" --overwrite
+  dbm configs                                        # the shipped presets, one line each
+  dbm run ts_quick                                   # a preset by name; results in results/ts_quick
+  dbm run ts_quick --set steps=500 --set train.lr=0.05 --out /tmp/ts
+  dbm run my_sweep.toml                              # or a TOML file of your own
+  dbm run multilayer_quick --set "sweep.init_std=[0.5, 16]" --overwrite
   dbm show results/ts_quick                          # summary table per grid point
-  dbm run configs/ts_quick.toml --dry-run            # memory, chunks, estimated wall time
-  dbm run configs/ts_quick.toml --resume             # continue an interrupted run
-  dbm run configs/ts_quick.toml --shard 0/2 --out r/p0   # and 1/2 elsewhere, then:
+  dbm run ts_quick --dry-run                         # memory, chunks, estimated wall time
+  dbm run ts_quick --resume                          # continue an interrupted run
+  dbm run ts_quick --shard 0/2 --out r/p0            # and 1/2 elsewhere, then:
   dbm merge r/p0 r/p1 --out results/ts_quick
   dbm info                                           # devices and versions
 """
@@ -40,17 +42,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dysonbm import __version__
+
     p = _Parser(
         prog="dbm",
         description="Random-matrix dynamics of learning: SGD replicas and Dyson Brownian motion in JAX.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"dbm (dysonbm) {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an experiment from a TOML config", epilog=EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("config", help="path to a TOML config (see configs/)")
+    run.add_argument("config", help="a preset name (see dbm configs) or the path of a TOML config")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. train.lr=0.05, steps=1000, 'sweep.lr=[0.1,0.2]'")
     run.add_argument("--out", help="results directory (default: results/<name>)")
@@ -92,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("dir")
     plot.add_argument("--out", help="folder for the figures (default: DIR/figures)")
 
+    cfgs = sub.add_parser("configs", help="list the shipped presets (dbm run NAME), or print one")
+    cfgs.add_argument("name", nargs="?", help="print this preset's TOML (e.g. dbm configs ts_quick > mine.toml)")
     sub.add_parser("info", help="devices and versions")
     from dysonbm import spectrum_cli
 
@@ -432,6 +439,21 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_configs(args) -> int:
+    from dysonbm import presets
+
+    names = presets.names()
+    if args.name is not None:
+        if args.name not in names:
+            return fail(f"configs = {args.name!r}: no such preset (one of: {', '.join(names)})")
+        sys.stdout.write(presets.path(args.name).read_text(encoding="utf-8"))
+        return 0
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {presets.summary(name)}")
+    return 0
+
+
 def cmd_info(args) -> int:
     import jax
     import optax
@@ -468,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     from dysonbm import spectrum_cli
 
     commands = {"run": cmd_run, "show": cmd_show, "info": cmd_info, "reproduce": cmd_reproduce, "plot": cmd_plot,
-                "merge": cmd_merge, "spectrum": spectrum_cli.main}
+                "merge": cmd_merge, "spectrum": spectrum_cli.main, "configs": cmd_configs}
     return commands[args.command](args)
 
 

@@ -110,6 +110,13 @@ class RunConfig:
 
 
 HP_BASE = ("lr", "batch_size", "init_std")
+# settings read only by one optimiser, and those of a finite dataset
+OPTIMIZER_SETTINGS = {"sgd": (), "momentum": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps")}
+DATASET_SETTINGS = ("batches_per_epoch", "n_data", "reshuffle")
+# sections an SDE process never reads (it has no loss, optimiser, data or recorded weights)
+_PROCESS_FREE = ("train", "data", "divergence", "record")
+# model fields the runner sets itself, never read from a config
+RUNNER_SET = {"chains": "set by the runner to the largest batch size of the grid (train.batch_size, sweep.batch_size)"}
 SECTIONS = {
     "train": TrainConfig,
     "data": DataConfig,
@@ -145,11 +152,16 @@ class Config:
         return self.steps // self.snapshot_every + 1
 
     def to_dict(self) -> dict:
+        """The settings this run reads (what a manifest records): those `unread` names are
+        left out, so that a dict written here loads again with `from_dict`."""
         out = {k: getattr(self, k) for k in TOP_LEVEL}
         out["model"] = {"name": self.model, **self.model_params}
         out["ensemble"] = dict(self.ensemble)
+        skip = unread(self, build_model(self))
         for name in SECTIONS:
-            out[name] = dataclasses.asdict(getattr(self, name))
+            values = {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if f"{name}.{k}" not in skip}
+            if values or name not in _PROCESS_FREE:
+                out[name] = values
         out["sweep"] = [dict(s) for s in self.sweeps]
         return out
 
@@ -158,11 +170,14 @@ class Config:
 # loading
 
 def load_toml(path: str | Path) -> dict:
-    path = Path(path)
+    """A TOML file, or the shipped preset of that name (`dysonbm.presets`)."""
+    from dysonbm import presets
+
+    path = presets.lookup(str(path)) or Path(path)
     if path.is_dir():
         raise ConfigError("config", str(path), "is a folder, not a TOML file")
     if not path.is_file():
-        raise ConfigError("config", str(path), "no such file")
+        raise ConfigError("config", str(path), f"no such file or preset (presets: {', '.join(presets.names())})")
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
@@ -296,9 +311,43 @@ def from_dict(raw: dict) -> Config:
     if not isinstance(ensemble, dict):
         raise ConfigError("ensemble", ensemble, "expected a table")
     cfg = Config(**top, model_params=model_raw, ensemble=dict(ensemble), **sections, sweeps=_sweeps(raw.get("sweep")))
+    skip = unread(cfg, build_model(cfg))
+    for name in SECTIONS:
+        for key, value in (raw.get(name) or {}).items():
+            if f"{name}.{key}" in skip:
+                raise ConfigError(f"{name}.{key}", value, skip[f"{name}.{key}"])
     validate(cfg)
     resolved_ensemble(cfg)
     return cfg
+
+
+def is_process(model) -> bool:
+    """An eigenvalue SDE rather than a trained model (it has no loss)."""
+    return not hasattr(model, "loss_and_grad")
+
+
+def unread(cfg: Config, model) -> dict[str, str]:
+    """Section settings that this run would not read, each with the reason. A config that
+    gives one is refused (a setting accepted and ignored would run something else than asked
+    for, silently); `Config.to_dict` leaves them out."""
+    out = {}
+    if is_process(model):
+        for name in _PROCESS_FREE:
+            for f in fields(SECTIONS[name]):
+                out[f"{name}.{f.name}"] = f"an SDE process ({cfg.model!r}) has no [{name}] settings"
+        return out
+    for optimizer, names in OPTIMIZER_SETTINGS.items():
+        # an unknown optimiser is named as such by `validate`, not through its settings
+        if cfg.train.optimizer in OPTIMIZER_SETTINGS and optimizer != cfg.train.optimizer:
+            for name in names:
+                out[f"train.{name}"] = f"read only by train.optimizer = {optimizer!r} (this config: {cfg.train.optimizer!r})"
+    if not model.uses_data:
+        for name in ("protocol", *DATASET_SETTINGS):
+            out[f"data.{name}"] = f"model {cfg.model!r} reads no training data with these settings"
+    elif cfg.data.protocol == "online":
+        for name in DATASET_SETTINGS:
+            out[f"data.{name}"] = 'no dataset with data.protocol = "online" (fresh samples every step)'
+    return out
 
 
 def resolved_ensemble(cfg: Config, model=None) -> dict[str, str]:
@@ -346,8 +395,11 @@ def build_model(cfg: Config):
     known = {f.name: f for f in fields(cls)}
     values = {}
     for key, value in cfg.model_params.items():
+        if key in RUNNER_SET and key in known:
+            raise ConfigError(f"model.{key}", value, RUNNER_SET[key])
         if key not in known or not known[key].init:
-            raise ConfigError(f"model.{key}", value, f"unknown setting of model {cfg.model!r}")
+            hint = f"; the per-replica value is train.{key} (or sweep.{key})" if key in HP_BASE else ""
+            raise ConfigError(f"model.{key}", value, f"unknown setting of model {cfg.model!r}{hint}")
         default = known[key].default
         if isinstance(default, (bool, int, float, str)) and not isinstance(value, list):
             value = _coerce(f"model.{key}", value, type(default))
@@ -355,11 +407,16 @@ def build_model(cfg: Config):
             value = _freeze(value)
         values[key] = value
     try:
-        return cls(**values)
+        model = cls(**values)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError("model", cfg.model_params, str(err)) from None
+    ignored = getattr(model, "unread_settings", dict)()
+    for key in cfg.model_params:
+        if key in ignored:
+            raise ConfigError(f"model.{key}", cfg.model_params[key], ignored[key])
+    return model
 
 
 def _freeze(value):
@@ -375,7 +432,7 @@ def grid_points(cfg: Config, model=None) -> list[dict[str, float]]:
     model = model if model is not None else build_model(cfg)
     base = {"lr": cfg.train.lr, "batch_size": cfg.train.batch_size, "init_std": cfg.train.init_std}
     base.update(model.defaults())
-    names = hyper_names(model)
+    names = model.sweepable if is_process(model) else hyper_names(model)
     points = [] if cfg.sweeps else [dict(base)]
     for block in cfg.sweeps:
         for key, values in block.items():
@@ -422,7 +479,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("steps", cfg.steps, f"at most {INT32_MAX} (steps are counted in int32)")
     if t.optimizer not in OPTIMIZERS:
         raise ConfigError("train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")
-    # every optimiser setting is checked whatever the optimiser, so a later switch cannot diverge
+    # defaults included: they are what an optimiser switched to by --set would read
     for name in ("momentum", "b1", "b2"):
         if not 0 <= getattr(t, name) < 1:
             raise ConfigError(f"train.{name}", getattr(t, name), "must be in [0, 1)")

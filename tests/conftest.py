@@ -11,6 +11,18 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def enable_x64():
+    """A block computed in float64: `jax.enable_x64` where jax has it (0.8 on), else the
+    `jax.experimental` context manager it replaced, so the tests run at the minimum versions."""
+    import jax
+
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64 as experimental_x64
+
+    return experimental_x64(True)
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """Write a TOML text to a file and return its path."""

@@ -45,6 +45,21 @@ gamma = 1.0
 dt = 0.01
 """
 
+RBM = """
+name = "rbm"
+replicas = 4
+steps = 20
+snapshot_every = 10
+[model]
+name = "gaussian_rbm"
+n_visible = 2
+n_hidden = 2
+mu2 = 9.0
+[train]
+lr = 0.01
+batch_size = 4
+"""
+
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
@@ -246,6 +261,26 @@ CASES = {
     "dyson dt 0": (run(DYSON, "model.dt=0"), "dt"),
     "dyson one level": (run(DYSON, "model.n=1"), "n"),
     "dyson unknown potential": (run(DYSON, 'model.potential="sextic"'), "potential"),
+    # settings a run would not read: refused, not ignored
+    "rbm init width as a model setting": (run(RBM, "model.init_std=0.5"), "model.init_std = 0.5"),
+    "rbm chains": (run(RBM, "model.chains=8"), "model.chains = 8"),
+    "rbm m2 with a kernel matrix": (run(RBM, "model.kernel=[[2.0, 0.0], [0.0, 3.0]]", "model.m2=1.5"),
+                                    "model.m2 = 1.5"),
+    "rbm data protocol": (run(RBM, 'data.protocol="online"'), "data.protocol = 'online'"),
+    "rbm dataset size": (run(RBM, 'data.protocol="fixed"', "data.batches_per_epoch=4"), "data.protocol = 'fixed'"),
+    "online dataset size": (run(ONLINE, "data.batches_per_epoch=4"), "data.batches_per_epoch = 4"),
+    "online n_data": (run(ONLINE, "data.n_data=64"), "data.n_data = 64"),
+    "online reshuffle": (run(ONLINE, "data.reshuffle=true"), "data.reshuffle = True"),
+    "momentum of plain sgd": (run(GOOD, "train.momentum=0.5"), "train.momentum = 0.5"),
+    "nesterov of adam": (run(GOOD, 'train.optimizer="adam"', "train.nesterov=true"), "train.nesterov = True"),
+    "adam b1 of momentum": (run(GOOD, 'train.optimizer="momentum"', "train.b1=0.8"), "train.b1 = 0.8"),
+    "sgd eps": (run(GOOD, "train.eps=1e-6"), "train.eps = 1e-06"),
+    "dyson learning rate": (run(DYSON, "train.lr=0.1"), "train.lr = 0.1"),
+    "dyson test set": (run(DYSON, "data.n_test=8"), "data.n_test = 8"),
+    "dyson recorded weights": (run(DYSON, "record.weights=true"), "record.weights = True"),
+    "dyson divergence bound": (run(DYSON, "divergence.max_weight=10"), "divergence.max_weight = 10"),
+    "dyson swept lr": (run(DYSON, "sweep.lr=[0.1, 0.2]"), "sweep.lr"),
+    "dyson swept init width": (run(DYSON + "\n[[sweep]]\ninit_std = [1.0, 2.0]\n"), "sweep.init_std"),
     # command-line flags
     "no config": (lambda ws: ["run"], "config"),
     "unknown command": (lambda ws: ["bogus"], "bogus"),

@@ -100,11 +100,9 @@ def test_show_refuses_a_non_results_directory(tmp_path, capsys):
 
 
 def test_sweep_overrides_build_one_product_block(write_config, tmp_path, capsys):
-    from pathlib import Path
-
     from dysonbm import config
 
-    quick = config.load(Path(__file__).resolve().parents[1] / "configs" / "multilayer_quick.toml",
+    quick = config.load("multilayer_quick",
                         config.parse_set_args(["sweep.lr=[4.0]", "sweep.init_std=[0.25]"]))
     assert [(p["lr"], p["init_std"]) for p in config.grid_points(quick)] == [(4.0, 0.25)]
     # one key: the file's single block keeps its other keys, the key is replaced, not added twice
@@ -157,3 +155,59 @@ def test_reproduce_reruns_or_resumes_only_its_own_directory(tmp_path, monkeypatc
     assert cli.main([*base, "--overwrite"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(f"dbm reproduce sgd-langevin --quick --out {tmp_path / 'res'} --resume --quiet")
+
+
+# ----------------------------------------------------------------------------- presets
+def test_every_preset_loads_by_name_and_is_listed(capsys):
+    from dysonbm import config, presets
+
+    names = presets.names()
+    assert {"ts_quick", "ts_linear_scaling", "rbm_quick", "phase_quick", "dyson_goe"} <= set(names)
+    for name in names:
+        cfg = config.load(name)  # every preset is a valid config
+        assert cfg.name == name
+        # what a manifest records loads again, as the same config
+        assert config.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict(), name
+        assert presets.summary(name), f"{name}: no summary line"
+    assert cli.main(["configs"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == names
+    assert all(presets.summary(n) in line for n, line in zip(names, listed))
+    assert cli.main(["configs", "ts_quick"]) == 0
+    assert capsys.readouterr().out == presets.path("ts_quick").read_text(encoding="utf-8")
+
+
+def test_the_quick_reproductions_configs_are_valid():
+    """The presets with the overrides of `dbm reproduce --quick` (run only by CI's wheel check)."""
+    from dysonbm import config, presets
+    from dysonbm.reproduce import linear_scaling, sgd_langevin
+
+    for name, over in (("ts_linear_scaling", linear_scaling.TS_QUICK), ("rbm_quick", linear_scaling.RBM_QUICK),
+                       ("ts_langevin", sgd_langevin.SGD_QUICK)):
+        cfg = config.load(presets.path(name), {k.replace("__", "."): v for k, v in over.items()})
+        assert cfg.name == name
+
+
+def test_preset_by_name_from_any_directory_and_a_local_file_wins(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ts_quick", "--dry-run"]) == 0
+    assert "grid:" in capsys.readouterr().out
+    assert sorted(tmp_path.iterdir()) == []  # a dry run writes nothing
+    # a file in the current directory is read, not the preset of the same name
+    (tmp_path / "ts_quick").write_text(GOOD)
+    from dysonbm import config
+
+    assert config.load("ts_quick").name == "tiny"
+
+
+def test_unknown_preset_and_version(capsys):
+    assert cli.main(["run", "no_such_preset"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no_such_preset" in err and "ts_quick" in err
+    assert cli.main(["configs", "no_such_preset"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    from dysonbm import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"dbm (dysonbm) {__version__}"

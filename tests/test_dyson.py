@@ -17,6 +17,7 @@ import pytest
 from scipy import special, stats
 
 from dysonbm import dyson as dy
+from conftest import enable_x64
 
 KEY = jax.random.key(20240611)
 R_CMP = 3000  # replicas of the level-by-level comparisons
@@ -357,7 +358,7 @@ def test_single_replica_protocol_and_per_replica_hp():
 
 
 def test_float64():
-    with jax.enable_x64(True):
+    with enable_x64():
         p = dy.DysonBM(16, start="semicircle")
         out = dy.simulate(p, {"dt": dy.recommended_dt(16)}, KEY, 64, 50, 25)
         assert out["levels"].dtype == jnp.float64

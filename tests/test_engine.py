@@ -21,10 +21,6 @@ name = "multilayer"
 lr = 0.5
 batch_size = 4
 init_std = 1.0
-[data]
-protocol = "{protocol}"
-batches_per_epoch = 25
-reshuffle = {reshuffle}
 [[sweep]]
 {sweep}
 """
@@ -41,22 +37,25 @@ noise = 0.1
 [train]
 lr = 0.1
 batch_size = 16
-[data]
-protocol = "{protocol}"
-batches_per_epoch = 20
 [[sweep]]
 {sweep}
 """
 
 
+def data_table(protocol, **dataset):
+    """The [data] table: dataset settings only where there is a dataset (online data has none)."""
+    return {"protocol": protocol, **({} if protocol == "online" else dataset)}
+
+
 def ml_cfg(replicas=3, steps=40, every=20, protocol="fixed", reshuffle="false", sweep="lr = [0.5]", **over):
-    raw = config.tomllib.loads(ML.format(replicas=replicas, steps=steps, every=every, protocol=protocol,
-                                         reshuffle=reshuffle, sweep=sweep))
+    raw = config.tomllib.loads(ML.format(replicas=replicas, steps=steps, every=every, sweep=sweep))
+    raw["data"] = data_table(protocol, batches_per_epoch=25, reshuffle=reshuffle == "true")
     return config.from_dict(config.apply_overrides(raw, over))
 
 
 def ts_cfg(replicas=3, steps=40, every=20, protocol="online", sweep="lr = [0.1]", **over):
-    raw = config.tomllib.loads(TS.format(replicas=replicas, steps=steps, every=every, protocol=protocol, sweep=sweep))
+    raw = config.tomllib.loads(TS.format(replicas=replicas, steps=steps, every=every, sweep=sweep))
+    raw["data"] = data_table(protocol, batches_per_epoch=20)
     return config.from_dict(config.apply_overrides(raw, over))
 
 

@@ -4,14 +4,13 @@ import jax
 import numpy as np
 import pytest
 
-from dysonbm import config, runner
+from dysonbm import config, presets, runner
 from dysonbm.config import ConfigError
-from tests.conftest import ROOT
 
 
 def published_ts(lr, batch_size, replicas, steps, every, **over):
-    """configs/ts_linear_scaling.toml at one grid point."""
-    raw = config.load_toml(ROOT / "configs" / "ts_linear_scaling.toml")
+    """The preset ts_linear_scaling at one grid point."""
+    raw = config.load_toml(presets.path("ts_linear_scaling"))
     raw.update(replicas=replicas, steps=steps, snapshot_every=every)
     raw["sweep"] = [{"lr": [lr], "batch_size": [batch_size]}]
     return config.from_dict(config.apply_overrides(raw, over))
@@ -118,10 +117,10 @@ def test_ensemble_keys_are_checked():
 
 
 def test_online_defaults_give_each_replica_its_own_stream():
-    raw = config.load_toml(ROOT / "configs" / "ts_quick.toml")
+    raw = config.load_toml(presets.path("ts_quick"))
     cfg = config.from_dict(raw)
     assert config.resolved_ensemble(cfg) == {"problem": "run", "inputs": "replica", "noise": "replica", "test": "run"}
-    ml = config.from_dict(config.load_toml(ROOT / "configs" / "multilayer_paper.toml"))
+    ml = config.from_dict(config.load_toml(presets.path("multilayer_paper")))
     assert set(config.resolved_ensemble(ml).values()) == {"replica"}
 
 
@@ -132,7 +131,7 @@ def test_published_teacher_student_collapse(tmp_path):
     sweeps gives a slope consistent with the published a = 1.878 ± 0.034 (within 2σ, both errors)."""
     from dysonbm import scaling
 
-    cfg = config.load(ROOT / "configs" / "ts_linear_scaling.toml")
+    cfg = config.load(presets.path("ts_linear_scaling"))
     an = scaling.analyse(runner.run(cfg, out=tmp_path / "ts", progress=False))
     assert len(an.stats) == 16
     assert max(s.ks_d for s in an.stats) <= 0.03

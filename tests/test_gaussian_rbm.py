@@ -14,13 +14,14 @@ from dysonbm.models.gaussian_rbm import (
     lattice_kernel,
     relaxation_rates,
 )
+from conftest import enable_x64
 
 N = 10
 M2 = 4.0
 
 
 def make_hp(model, **changes):
-    hp = {**model.defaults(), "lr": 0.02, "batch_size": max(model.chains, 1), "init_std": model.init_std}
+    hp = {**model.defaults(), "lr": 0.02, "batch_size": max(model.chains, 1), "init_std": 0.1}
     hp.update(changes)
     return hp
 
@@ -120,7 +121,7 @@ def test_lost_positivity_gives_inf_loss_not_exception():
 
 def test_nll_matches_gaussian_cross_entropy():
     """NLL = H(target) + KL(target ‖ model) for N(0, K_φ⁻¹) against N(K⁻¹Wη, K⁻¹), in float64."""
-    with jax.enable_x64(True):
+    with enable_x64():
         model = GaussianRBM(n_hidden=4)
         problem = model.problem(None)
         hp = make_hp(model, mu2=8.0, sigma_h=1.3, eta=0.7)
@@ -144,7 +145,7 @@ def test_nll_matches_gaussian_cross_entropy():
 @pytest.mark.parametrize("eta", [0.0, 0.7])
 def test_exact_gradient_is_minus_loglikelihood_gradient(kernel, eta):
     """Both averages exact: σ_h²(K⁻¹ + mmᵀ − K_φ⁻¹)W + mηᵀ equals jax.grad of the exact NLL."""
-    with jax.enable_x64(True):
+    with enable_x64():
         if kernel == "user":
             a = np.asarray(jax.random.normal(jax.random.key(3), (N, N), jnp.float64))
             kernel = a @ a.T / N + 2.0 * np.eye(N)
@@ -277,7 +278,7 @@ def test_relaxation_rates_match_linearised_flow():
     kappa, basis = np.linalg.eigh(lattice_kernel(N, M2))
     x_star = np.maximum(mu2 - kappa, 0.0)
     x0 = x_star + 1e-6
-    with jax.enable_x64(True):
+    with enable_x64():
         model = GaussianRBM(mu2=mu2, sigma_h=sigma_h)
         problem = model.problem(None)
         # W = U diag(ξ) stays diagonal in the target eigenbasis U, each mode on its own ODE

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dysonbm import observables as obs
+from conftest import enable_x64
 
 D, L, K = 3, 32, 16
 
@@ -207,7 +208,7 @@ def test_drift_coulomb_matches_numpy(Kn):
         # the index translation, written out: V_t = Ṽ_13 + Ṽ_12 + Ṽ_32 for K = 3
         assert v_ref == pytest.approx(noise_ref[0, 2] + noise_ref[0, 1] + noise_ref[2, 1])
 
-    with jax.enable_x64(True):
+    with enable_x64():
         k_t, v_t, extra = drift_coulomb_terms(*(jnp.asarray(a, jnp.float64) for a in (W, M, Z, x, y)))
         assert float(k_t) == pytest.approx(k_ref, rel=1e-10)
         assert float(v_t) == pytest.approx(v_ref, rel=1e-10)
@@ -283,7 +284,7 @@ def test_paper_noise_on_a_rotated_2x2_differs_from_the_projected_variance():
     W = np.array([[c, -s], [s, c]]) @ np.diag([2.0, 1.0])
     g = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]], [[0.5, -1.0], [0.0, 2.0]]])
     ref = _numpy_paper_noise(W, g)
-    with jax.enable_x64(True):
+    with enable_x64():
         m = obs.increment_moments(jnp.asarray(W), jnp.asarray(g))
         np.testing.assert_allclose(m["noise_paper"], ref, rtol=1e-12, atol=1e-14)
         # K = 2: V_t = 2 Ṽ_12
@@ -309,7 +310,7 @@ def test_paper_noise_equals_the_projected_variance_when_u_is_a_permutation():
 @pytest.mark.parametrize("Kn", [3, 5])
 def test_paper_v_t_matches_numpy(Kn):
     W, M, Z, x, y = _problem(30 + Kn, K=Kn, L=2 * Kn, n=64)
-    with jax.enable_x64(True):
+    with enable_x64():
         g = np.asarray(obs.per_sample_grads(*(jnp.asarray(a, jnp.float64) for a in (W, M, Z, x, y))))
         _, _, extra = drift_coulomb_terms(*(jnp.asarray(a, jnp.float64) for a in (W, M, Z, x, y)))
         ref = _numpy_paper_noise(W, g)

@@ -11,6 +11,7 @@ import pytest
 from dysonbm import phase_langevin as pl
 from dysonbm.models.multilayer import Multilayer
 from dysonbm import observables
+from conftest import enable_x64
 
 KEY = jax.random.key(20250214)
 
@@ -120,7 +121,7 @@ def test_stiffness_is_integrated_exactly():
 
 
 def test_level_terms_match_finite_differences_and_direct_formula():
-    with jax.enable_x64(True):
+    with enable_x64():
         model = Multilayer(level_sde=True)
         problem = model.problem(jax.random.key(0))
         test = jax.vmap(lambda k: model.sample(k, problem))(jax.random.split(jax.random.key(2), 64))

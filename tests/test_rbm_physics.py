@@ -36,8 +36,6 @@ data_term = "exact"
 lr = 0.05
 batch_size = 16
 init_std = 0.1
-[data]
-protocol = "online"
 [run]
 segment_snapshots = 10
 """

@@ -8,17 +8,15 @@ per-sample spread (one weight matrix) or over replicas, ⟨S⟩ from the spread 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 import dysonbm as dbm
-from dysonbm import config, sgd_langevin as sl
+from dysonbm import config, presets, sgd_langevin as sl
 from dysonbm.models.teacher_student import TeacherStudent
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 A = 0.1
 K = 5.0  # standard errors allowed
 
@@ -128,7 +126,7 @@ def test_langevin_rejects_bad_input():
 
 # ----------------------------------------------------------------------------- SGD vs Langevin
 def _ts_run(points, replicas=256, steps=1600, snapshot_every=40, weights=True):
-    raw = config.load_toml(CONFIGS / "ts_langevin.toml")
+    raw = config.load_toml(presets.path("ts_langevin"))
     raw.update(replicas=replicas, steps=steps, snapshot_every=snapshot_every, record={"weights": weights},
                sweep=[{"lr": [lr], "batch_size": [bs]} for lr, bs in points])
     return dbm.run(config.from_dict(raw))
@@ -203,7 +201,8 @@ def test_compare_rejects_results_without_weights_or_other_models():
     with pytest.raises(ValueError, match="point"):
         sl.compare_point(res, 3)
     raw = dict(res.manifest)
-    raw["config"] = {**res.config, "model": {"name": "gaussian_rbm"}}
+    # the RBM reads no training data: a [data] table would be refused before the model is
+    raw["config"] = {**{k: v for k, v in res.config.items() if k != "data"}, "model": {"name": "gaussian_rbm"}}
     other = dbm.io.Results(raw, res.arrays, res.axes)
     with pytest.raises(ValueError, match="teacher_student"):
         sl.compare(other)
@@ -215,7 +214,7 @@ def test_reproduction_is_registered():
 
     assert reproduce.get("sgd-langevin") is rep
     # the quick preset the docstring promises: 256 replicas x 1600 steps at every point of
-    # configs/ts_langevin.toml (5 + 2 + 2 = 9 points), snapshots every 40 steps, 1000 Langevin replicas
+    # the preset ts_langevin (5 + 2 + 2 = 9 points), snapshots every 40 steps, 1000 Langevin replicas
     cfg = config.load(rep.CONFIG, rep.SGD_QUICK)
     assert (cfg.replicas, cfg.steps, cfg.n_snapshots) == (256, 1600, 41)
     points = config.grid_points(cfg)

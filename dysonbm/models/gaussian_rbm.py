@@ -149,8 +149,9 @@ class GaussianRBM(Model):
     symmetric positive-definite ``N_v × N_v`` matrix, stored as a tuple of tuples),
     ``data_term`` (``"exact"``: ``⟨φφᵀ⟩_target = K_φ⁻¹``; ``"samples"``: masked mean over the
     mini-batch of target samples), ``gibbs_steps`` (``k``, Gibbs sweeps per update),
-    ``chains`` (number of persistent chains, see below). ``mu2``, ``sigma_h``, ``eta`` and
-    ``init_std`` are defaults; the functions read the per-replica values from ``hp``.
+    ``chains`` (number of persistent chains, see below). ``mu2``, ``sigma_h`` and ``eta`` are
+    defaults; the functions read the per-replica values from ``hp``, which also holds the
+    init width ``init_std`` (a config's ``train.init_std``, not a model setting).
 
     Persistent chains: ``aux = {"phi": (chains, N_v)}`` holds one visible configuration per
     chain. Their number is a shape, so it is the static field ``chains``, which the engine
@@ -187,7 +188,6 @@ class GaussianRBM(Model):
     kernel: str | tuple[tuple[float, ...], ...] = "lattice"
     data_term: str = "exact"
     gibbs_steps: int = 3
-    init_std: float = 0.1
     chains: int = 0
 
     def __post_init__(self):
@@ -203,8 +203,6 @@ class GaussianRBM(Model):
                 raise ValueError(f"{field} must be positive, got {value!r}")
         if not np.isfinite(self.eta):
             raise ValueError(f"eta must be finite, got {self.eta!r}")
-        if not (np.isfinite(self.init_std) and self.init_std >= 0):
-            raise ValueError(f"init_std must be non-negative, got {self.init_std!r}")
         if self.data_term not in _DATA_TERMS:
             raise ValueError(f"data_term must be one of {_DATA_TERMS}, got {self.data_term!r}")
         if isinstance(self.kernel, str):
@@ -215,6 +213,12 @@ class GaussianRBM(Model):
                 raise ValueError(f"m2 must be positive for the lattice kernel, got {self.m2!r}")
         else:
             object.__setattr__(self, "kernel", _validated_kernel(self.kernel, self.n_visible))
+
+    def unread_settings(self) -> dict[str, str]:
+        """Fields that the other settings leave unread, with the reason (a config giving one is refused)."""
+        if isinstance(self.kernel, str):
+            return {}
+        return {"m2": "the mass of the lattice kernel, unread with a kernel matrix"}
 
     @property
     def uses_data(self) -> bool:

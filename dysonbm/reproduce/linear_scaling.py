@@ -1,10 +1,10 @@
 """`dbm reproduce linear-scaling`: the linear scaling rule in the teacher–student model and the
 Gaussian RBM (SCIENCE.md §3.1, §3.2), with figures and a markdown report.
 
-Full preset: the published protocols (configs/ts_linear_scaling.toml, shared dataset per point;
-configs/rbm_linear_scaling.toml). Quick preset (minutes on two CPU cores): the teacher–student
-sweep with fresh data every step (protocol "online"), so that the measured widths can be held
-to the exact stationary law within their statistical errors, and a small RBM sweep (configs/rbm_quick.toml).
+Full preset: the published protocols (presets ts_linear_scaling, shared dataset per point, and
+rbm_linear_scaling). Quick preset (minutes on two CPU cores): the teacher–student sweep with
+fresh data every step (protocol "online"), so that the measured widths can be held to the exact
+stationary law within their statistical errors, and a small RBM sweep (preset rbm_quick).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ import traceback
 from pathlib import Path
 
 import dysonbm as dbm
-from dysonbm import ensemble, scaling
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "configs"
+from dysonbm import ensemble, presets, scaling
 
 # quick preset: fresh data every step; 800 steps at α ≥ 0.1 relax W − W_t (rate α per step)
 # within ~100 steps, and snapshots 40 steps apart at α = 0.1 are nearly independent
-TS_QUICK = dict(replicas=400, steps=800, snapshot_every=40, data__protocol="online", ensemble__inputs="replica")
+TS_QUICK = dict(replicas=400, steps=800, snapshot_every=40, data={"protocol": "online"},  # no dataset settings
+                ensemble__inputs="replica")  # the preset shares its inputs per point; online, each replica its own
 RBM_QUICK: dict = {}
 RBM_TIMEOUT_S = 420
 
@@ -35,8 +33,9 @@ OUTPUTS = (*RUNS, "figures", "report.md")
 
 
 def _run_one(config, out, overrides: dict, progress: bool, resume: bool):
-    """`runner.run` of a config path with ``dbm.run``-style overrides (``data__protocol``);
-    ``resume`` continues an interrupted run or reuses a finished one of the same config."""
+    """`runner.run` of a config path with ``dbm.run``-style overrides (``train__lr``, or ``data``
+    for a whole table); ``resume`` continues an interrupted run or reuses a finished one of the
+    same config."""
     from dysonbm import config as cfgs, runner
 
     cfg = cfgs.load(config, {k.replace("__", "."): v for k, v in overrides.items()})
@@ -200,7 +199,7 @@ def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool, timin
     from dysonbm import plots
 
     t = time.perf_counter()
-    ts = _run_one(CONFIGS / "ts_linear_scaling.toml", out / "ts", TS_QUICK if quick else {}, progress, resume)
+    ts = _run_one(presets.path("ts_linear_scaling"), out / "ts", TS_QUICK if quick else {}, progress, resume)
     timings.append(("teacher–student sweep", time.perf_counter() - t))
     t = time.perf_counter()
     ts_an = scaling.analyse(ts)
@@ -223,7 +222,7 @@ def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool, timin
 def _rbm(out: Path, quick: bool, progress: bool, resume: bool, timings: list) -> str:
     from dysonbm import plots
 
-    rbm_cfg = CONFIGS / ("rbm_quick.toml" if quick else "rbm_linear_scaling.toml")
+    rbm_cfg = presets.path("rbm_quick" if quick else "rbm_linear_scaling")
     t = time.perf_counter()
     err = _run_guarded(rbm_cfg, out / "rbm", RBM_QUICK if quick else {}, progress, RBM_TIMEOUT_S if quick else None,
                        resume)

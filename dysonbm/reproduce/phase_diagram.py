@@ -2,9 +2,8 @@
 
 Three runs, then analysis:
 
-1. the (α, σ_W) grid at |B| = 4: ``configs/phase_quick.toml`` (quick),
-   ``configs/phase_medium.toml`` (medium, about 20 minutes on two cores) or
-   ``configs/multilayer_paper.toml`` (full, a GPU job);
+1. the (α, σ_W) grid at |B| = 4: the preset ``phase_quick`` (quick), ``phase_medium``
+   (medium, about 20 minutes on two cores) or ``multilayer_paper`` (full, a GPU job);
 2. a batch-size run at equal T = α/|B| (|B| = 4, 8, 16, α = T|B|) at the weakest disorder,
    compared at equal SGD time τ = α·n, where the linear scaling rule predicts equal statistics;
 3. the Langevin cross-check (`dysonbm.phase_langevin`): at the ordered, paramagnetic and glassy
@@ -26,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dysonbm import ensemble, phases
+from dysonbm import ensemble, phases, presets
 
-ROOT = Path(__file__).resolve().parents[2]
-#: preset -> grid config; `--quick` is the "quick" preset, no flag the "full" one
-PRESETS = {"quick": "phase_quick.toml", "medium": "phase_medium.toml", "full": "multilayer_paper.toml"}
+#: preset -> grid config (`dysonbm.presets`); `--quick` is the "quick" preset, no flag the "full" one
+PRESETS = {"quick": "phase_quick", "medium": "phase_medium", "full": "multilayer_paper"}
 
 #: batch-size run: temperatures and batch sizes (α = T·|B|); σ_W is the grid's smallest
 BATCH_T = (0.25, 1.0, 4.0)
@@ -94,7 +92,7 @@ def run(out: Path, quick: bool, progress: bool, resume: bool = False, preset: st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     preset = preset or ("quick" if quick else "full")
-    cfg = config.load(ROOT / "configs" / PRESETS[preset])
+    cfg = config.load(presets.path(PRESETS[preset]))
     grid, t_grid = _run(cfg, out / "grid", progress, resume)
     sigma_min = float(np.min(grid["hp_init_std"]))
     raw = config.apply_overrides(cfg.to_dict(), {})

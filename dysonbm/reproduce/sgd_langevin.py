@@ -1,7 +1,7 @@
 """`dbm reproduce sgd-langevin`: teacher–student SGD replicas against the Langevin equation at the
 same temperature (SCIENCE.md §1, §2, §3.1; the workflow is `dysonbm.sgd_langevin`).
 
-For every grid point of configs/ts_langevin.toml (fresh data every step, weights recorded):
+For every grid point of the preset ts_langevin (fresh data every step, weights recorded):
 measure the gradient-noise covariance at the stationary weights, D = α v/|B|; integrate the
 β = 1 Dyson Brownian motion in U = λ²/2 at that D; compare ⟨S⟩, the width and the pooled level
 distribution (KS) with the SGD replicas'. Writes ``out/report.md``, ``out/sgd_langevin.png`` and
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "ts_langevin.toml"
+from dysonbm import presets
+
+CONFIG = presets.path("ts_langevin")
 
 # quick: at α ≥ 0.05 W − W_t relaxes within ~150 steps (rate α per step); snapshots 40 steps
 # apart are ≥ 2 relaxation times apart, and the last half of 1600 steps is stationary
