@@ -153,16 +153,10 @@ def _nbytes(tree) -> int:
 
 def device_budget(devices) -> tuple[int, str]:
     """Bytes a chunk may use on ``devices`` together, and where the figure comes from."""
-    free = []
-    for d in devices:
-        try:
-            stats = d.memory_stats()
-        except Exception:  # noqa: BLE001 - backends without memory stats raise or return None
-            stats = None
-        if not stats or "bytes_limit" not in stats:
-            return CPU_BUDGET, f"{CPU_BUDGET / 2**30:.0f} GiB default (no memory limit reported)"
-        free.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    return int(DEVICE_FRACTION * sum(free)), f"{DEVICE_FRACTION:.0%} of free device memory"
+    free, _ = sizes.device_free(devices)
+    if free is None:
+        return CPU_BUDGET, f"{CPU_BUDGET / 2**30:.0f} GiB default (no memory limit reported)"
+    return int(DEVICE_FRACTION * free), f"{DEVICE_FRACTION:.0%} of free device memory"
 
 
 def simulation(model, cfg: Config, layout: engine.DataLayout) -> engine.Simulation:
@@ -571,12 +565,7 @@ def run(cfg: Config, out: str | Path | None = None, overwrite: bool = False, pro
             if reason:
                 raise FileExistsError(f"{out}: {reason}; not replacing it")
         if resume and status == "complete":
-            done = io.load(out)
-            found = results_mismatch(done.manifest, cfg, shard)
-            if found:
-                raise CheckpointError(f"{out} holds the complete results of another config ({found}); "
-                                      "rerun with the same config, or with --overwrite")
-            return done
+            return _complete_results(out, cfg, shard)
     plan = Plan(cfg, devices=devices, chunk_size=chunk_size, shard=shard, memory_budget=memory_budget)
     sizes.check_plan(plan)
     ck = out / CHECKPOINT if (out is not None and checkpoint) else None
@@ -686,12 +675,7 @@ def run_distributed(cfg: Config, out: str | Path, process_id: int, num_processes
         raise FileExistsError(f"{out}: {reason}; not replacing it")
     if state_of(out) == "complete":
         if kwargs.get("resume"):
-            done = io.load(out)
-            found = results_mismatch(done.manifest, cfg, None)
-            if found:
-                raise CheckpointError(f"{out} holds the complete results of another config ({found}); "
-                                      "rerun with the same config, or with --overwrite")
-            return done
+            return _complete_results(out, cfg, None)
         if not kwargs.get("overwrite"):
             raise FileExistsError(f"{out} exists (use --overwrite or --resume)")
     part = run(cfg, out / f"part-{process_id}", shard=(process_id, num_processes), **kwargs)
@@ -719,6 +703,16 @@ def _is_part_of(path: Path, like: dict, count: int) -> bool:
         return False
     return m.get("config") == like["config"] and m.get("shard", {}).get("count") == count
 
+
+
+def _complete_results(out: Path, cfg: Config, shard: tuple[int, int] | None) -> io.Results:
+    """The finished results in ``out`` that ``--resume`` returns, if ``cfg`` computed them."""
+    done = io.load(out)
+    found = results_mismatch(done.manifest, cfg, shard)
+    if found:
+        raise CheckpointError(f"{out} holds the complete results of another config ({found}); "
+                              "rerun with the same config, or with --overwrite")
+    return done
 
 
 def results_mismatch(manifest: dict, cfg: Config, shard: tuple[int, int] | None) -> str | None:

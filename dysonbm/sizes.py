@@ -133,7 +133,7 @@ def check_sizes(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     raise ConfigError(field, value, f"{what} need at least {_bytes(need)} of host memory, {_bytes(avail)} {source}")
 
 
-def _device_free(devices) -> tuple[int | None, str]:
+def device_free(devices) -> tuple[int | None, str]:
     """Free bytes on ``devices`` together, or None where a backend reports no limit (CPU)."""
     free = 0
     for d in devices:
@@ -196,7 +196,7 @@ def check_plan(plan) -> None:
     floor = _data_floor(plan)
     per_replica = max(fp["device"], HEADROOM * sum(floor.values()))
     unbatched = fp.get("unbatched", 0) * len(plan.devices)
-    free, where = _device_free(plan.devices)
+    free, where = device_free(plan.devices)
     if free is None:  # CPU devices share the host's memory with the results
         if avail is None:
             return

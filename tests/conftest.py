@@ -10,6 +10,23 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# a small valid config that the CLI tests vary
+GOOD = """
+name = "tiny"
+seed = 0
+replicas = 4
+steps = 20
+snapshot_every = 10
+[model]
+name = "teacher_student"
+[train]
+lr = 0.1
+batch_size = 4
+[data]
+protocol = "fixed"
+n_data = 64
+"""
+
 
 def enable_x64():
     """A block computed in float64: `jax.enable_x64` where jax has it (0.8 on), else the

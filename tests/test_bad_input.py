@@ -12,22 +12,8 @@ import numpy as np
 import pytest
 
 from dysonbm import cli
+from tests.conftest import GOOD
 
-GOOD = """
-name = "tiny"
-seed = 0
-replicas = 4
-steps = 20
-snapshot_every = 10
-[model]
-name = "teacher_student"
-[train]
-lr = 0.1
-batch_size = 4
-[data]
-protocol = "fixed"
-n_data = 64
-"""
 
 ONLINE = GOOD.replace('protocol = "fixed"\nn_data = 64', 'protocol = "online"')
 

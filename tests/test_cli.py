@@ -4,22 +4,7 @@ import numpy as np
 import pytest
 
 from dysonbm import cli, io
-
-GOOD = """
-name = "tiny"
-seed = 0
-replicas = 4
-steps = 20
-snapshot_every = 10
-[model]
-name = "teacher_student"
-[train]
-lr = 0.1
-batch_size = 4
-[data]
-protocol = "fixed"
-n_data = 64
-"""
+from tests.conftest import GOOD
 
 
 def test_run_show_pipeline(write_config, tmp_path, capsys):
