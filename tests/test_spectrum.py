@@ -289,7 +289,8 @@ def test_load_orbax_checkpoint(tmp_path):
     assert np.array_equal(got["params/dense/kernel"], A)
 
 
-def test_orbax_directory_without_orbax_is_one_clear_error(tmp_path):
+def _orbax_dir_without_orbax(tmp_path):
+    """An Orbax-looking directory at tmp_path/ck, where orbax is not installed (else skip)."""
     try:
         import orbax.checkpoint  # noqa: F401
         pytest.skip("orbax is installed")
@@ -297,6 +298,10 @@ def test_orbax_directory_without_orbax_is_one_clear_error(tmp_path):
         pass
     (tmp_path / "ck").mkdir()
     (tmp_path / "ck" / "_CHECKPOINT_METADATA").write_text("{}")
+
+
+def test_orbax_directory_without_orbax_is_one_clear_error(tmp_path):
+    _orbax_dir_without_orbax(tmp_path)
     with pytest.raises(weights.WeightsError, match="orbax"):
         weights.load_arrays(tmp_path / "ck")
 
@@ -397,12 +402,6 @@ def test_cli_bad_inputs_do_not_stop_the_good_ones(tmp_path, capsys):
 
 
 def test_cli_orbax_directory_without_orbax(tmp_path, capsys):
-    try:
-        import orbax.checkpoint  # noqa: F401
-        pytest.skip("orbax is installed")
-    except ImportError:
-        pass
-    (tmp_path / "ck").mkdir()
-    (tmp_path / "ck" / "_CHECKPOINT_METADATA").write_text("{}")
+    _orbax_dir_without_orbax(tmp_path)
     code, _, err = run_cli([tmp_path / "ck"], capsys)
     assert code == 2 and len(err) == 1 and "orbax" in err[0].lower()
