@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import divergence, linalg
+from dysonbm import counter_rng, divergence, linalg
 from dysonbm.models.base import tree_sum
 from dysonbm.sgd_kernel import Bounds, sgd
 
@@ -215,15 +215,13 @@ def draw_samples(model, key, problem, count: int):
 
 
 def dataset(model, input_key, noise_key, problem, count: int):
-    """Samples 0 … count−1: sample j from ``fold_in(input_key, j)`` and ``fold_in(noise_key, j)``,
+    """Samples 0 … count−1, inputs from ``input_key`` and noise from ``noise_key`` (`Model.draw_inputs`),
     so a dataset shares its inputs and its noise at their own granularities, and sample j is
     the same whatever ``count``."""
-
-    def one(j):
-        noise = model.draw_noise(jax.random.fold_in(noise_key, j)) if model.has_noise else ()
-        return model.make_sample(problem, model.draw_input(jax.random.fold_in(input_key, j)), noise)
-
-    return jax.vmap(one)(jnp.arange(count))
+    inputs = model.draw_inputs(input_key, count)
+    if not model.has_noise:
+        return jax.vmap(lambda x: model.make_sample(problem, x, ()))(inputs)
+    return jax.vmap(lambda x, a: model.make_sample(problem, x, a))(inputs, model.draw_noises(noise_key, count))
 
 
 def test_set(model, test_key, problem, count: int):
@@ -267,9 +265,7 @@ def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool =
 
     def shuffled(key, epoch, n_valid):
         # argsort of per-index uniforms; invalid (padding) indices sort last
-        u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, epoch), j)))(
-            jnp.arange(layout.n_max)
-        )
+        u = counter_rng.uniform(jax.random.fold_in(key, epoch), (layout.n_max,))
         return jnp.argsort(jnp.where(jnp.arange(layout.n_max) < n_valid, u, jnp.inf)).astype(jnp.int32)
 
     def init(keys, hp):

@@ -58,6 +58,16 @@ class Model:
         """The injected noise of one sample (models with ``has_noise``)."""
         return ()
 
+    def draw_inputs(self, key, count: int) -> PyTree:
+        """Inputs of samples 0 … count−1 stacked on a leading axis; sample j depends on ``key``
+        and ``j`` only, never on ``count``. By default sample j is ``draw_input(fold_in(key, j))``;
+        models with Gaussian inputs draw the whole block at once with `dysonbm.counter_rng`."""
+        return jax.vmap(lambda j: self.draw_input(jax.random.fold_in(key, j)))(jnp.arange(count))
+
+    def draw_noises(self, key, count: int) -> PyTree:
+        """The injected noise of samples 0 … count−1, keyed as in `draw_inputs`."""
+        return jax.vmap(lambda j: self.draw_noise(jax.random.fold_in(key, j)))(jnp.arange(count))
+
     def make_sample(self, problem, inputs, noise) -> PyTree:
         """The sample the loss reads (a pytree of arrays without a batch axis)."""
         raise NotImplementedError

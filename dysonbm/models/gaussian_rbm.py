@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import linalg
+from dysonbm import counter_rng, linalg
 from dysonbm.models.base import Model, tree_sum
 
 _DATA_TERMS = ("exact", "samples")
@@ -250,7 +250,10 @@ class GaussianRBM(Model):
         }
 
     def draw_input(self, key):
-        return jax.random.normal(key, (self.n_visible,), jnp.result_type(float))
+        return self.draw_inputs(key, 1)[0]
+
+    def draw_inputs(self, key, count):
+        return counter_rng.normal(key, (count, self.n_visible))
 
     def make_sample(self, problem, inputs, noise):
         """One target configuration ``φ = L z ~ N(0, K_φ⁻¹)``, shape ``(N_v,)``."""
@@ -345,7 +348,7 @@ class GaussianRBM(Model):
 
         def sweep(phi, key):
             # one draw for both half-steps: each random call site costs compile time
-            z = jax.random.normal(key, (phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
+            z = counter_rng.normal(key, (phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
             h = hp["eta"] + s2 * phi @ w + sigma_h * z[:, : self.n_hidden]
             return h @ w.T / mu2 + z[:, self.n_hidden :] / jnp.sqrt(mu2), None
 

@@ -18,6 +18,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from dysonbm import counter_rng
 from dysonbm import observables as obs
 from dysonbm.models.base import Model, masked_mean, tree_sum
 
@@ -93,7 +94,10 @@ class Multilayer(Model):
         return readout(self.features_of(w, phi0)[0], z)
 
     def draw_input(self, key):
-        return jax.random.normal(key, (self.d_in,), jnp.result_type(float))
+        return self.draw_inputs(key, 1)[0]
+
+    def draw_inputs(self, key, count):
+        return counter_rng.normal(key, (count, self.d_in))
 
     def make_sample(self, problem, inputs, noise):
         # contractions in a fixed order: a replica's dataset is drawn inside the vmapped
