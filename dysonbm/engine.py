@@ -1,7 +1,7 @@
 """Replicas × steps: vmap over replicas, lax.scan over steps, of any simulation.
 
 From Python, `simulate` runs any triple of single-replica functions in the protocol of the
-eigenvalue SDEs (`dysonbm.dyson.Process`)::
+eigenvalue SDEs (`dysonbm.sde.Process`)::
 
     init(key, hp) -> state ;  step(state, key, hp) -> state ;  observe(state, hp) -> {name: array}
 
@@ -187,14 +187,14 @@ def outcome(state: dict) -> tuple[Any, Any]:
 
 
 def is_process(model) -> bool:
-    """An eigenvalue SDE (`dysonbm.dyson.Process`) rather than a trained model."""
-    from dysonbm.dyson import Process
+    """An eigenvalue SDE (`dysonbm.sde.Process`) rather than a trained model."""
+    from dysonbm.sde import Process
 
     return isinstance(model, Process)
 
 
 def make_sde_sim(process) -> Simulation:
-    """Replicas of an SDE process (`dysonbm.dyson`), frozen at their last finite state and
+    """Replicas of an SDE process (`dysonbm.sde`), frozen at their last finite state and
     flagged if they turn non-finite, as in SGD."""
     sim = from_triple(process.init, process.step, process.observe, freeze=True)
     hp0 = {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **process.defaults()}

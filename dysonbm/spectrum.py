@@ -330,7 +330,7 @@ def level_diffusion(levels, dt=1.0, chiral: bool = False, lr: float | None = Non
     Given ``lr``, the time is ``τ = lr·step`` and the effective temperature is ``D`` in it
     (the Coulomb gas is ``∝ exp(−ΣU/D)``); ``batch_size`` adds ``T = lr/|B|`` and the ratio
     ``noise_var = D_τ/T`` (the per-sample noise variance: the same for all runs of a model
-    where the linear scaling rule holds, see :func:`dysonbm.dyson.diffusion_from_noise`).
+    where the linear scaling rule holds, see :func:`dysonbm.sde.diffusion_from_noise`).
     """
     lv = np.asarray(levels, dtype=float)
     if lv.ndim == 2:

@@ -151,7 +151,7 @@ def test_independent_levels_are_poisson():
 # ----------------------------------------------------------------------- diffusion
 def test_level_diffusion_recovers_D_of_a_dbm_trajectory():
     jax = pytest.importorskip("jax")
-    from dysonbm import dyson as dy
+    from dysonbm import sde as dy
 
     n, D = 32, 0.5
     dt = 0.2 * dy.recommended_dt(n, D)  # D·dt = 0.01 × squared spacing

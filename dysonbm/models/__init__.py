@@ -8,7 +8,7 @@ from dysonbm.models.teacher_student import TeacherStudent
 REGISTRY: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM)}
 
 # eigenvalue SDEs run through the same runner (`[model] name = "dyson"`, ...)
-from dysonbm.dyson import DysonBM, MatrixDBM, MatrixWishart, WishartProcess  # noqa: E402
+from dysonbm.sde import DysonBM, MatrixDBM, MatrixWishart, WishartProcess  # noqa: E402
 
 REGISTRY.update({"dyson": DysonBM, "wishart": WishartProcess, "matrix_dyson": MatrixDBM, "matrix_wishart": MatrixWishart})
 
