@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dysonbm import __version__
+    from dysonbm._version import __version__
 
     p = _Parser(
         prog="dbm",
@@ -418,7 +418,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from dysonbm import io, plots
+    from dysonbm import io
+    from dysonbm.plots import linear_scaling as plots
 
     try:
         results = io.load(args.dir)
@@ -458,7 +459,7 @@ def cmd_info(args) -> int:
     import jax
     import optax
 
-    from dysonbm import __version__
+    from dysonbm._version import __version__
 
     print(f"dysonbm {__version__}  jax {jax.__version__}  jaxlib {jax.lib.__version__}  optax {optax.__version__}")
     print(f"backend: {jax.default_backend()}")

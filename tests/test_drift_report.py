@@ -6,10 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dysonbm import observables, phase_plots, phases
+from dysonbm.analysis import phases
 from dysonbm.io import Results
 from dysonbm.models.multilayer import Multilayer
+from dysonbm.plots import phase_diagram as phase_plots
 from dysonbm.reproduce import phase_diagram
+
+import multilayer_reference as mlp
 
 K, L, R, S = 16, 32, 40, 5
 T_VALUES = np.array([0.125, 0.5, 2.0, 8.0, 32.0, 128.0])
@@ -131,7 +134,7 @@ def test_multilayer_records_both_noise_matrices():
     y = model.output(problem["teacher"], phi0, problem["Z"])
     w0 = model.init(jax.random.key(2), problem, {"init_std": 1.0})[0]
     out = jax.jit(lambda w: model.observables(w, w0, problem, {"phi0": phi0, "y": y}, {}))(w0)
-    k_t, v_t, extra = observables.drift_coulomb_from_features(w0, problem["Z"], phi0, y)
+    k_t, v_t, extra = mlp.drift_coulomb_from_features(w0, problem["Z"], phi0, y)
     np.testing.assert_allclose(out["V_t"], v_t, rtol=1e-5)
     v_t_paper = phases.coulomb_term(out["pair_noise_paper"])  # formed on the host from the recorded matrix
     np.testing.assert_allclose(v_t_paper, extra["V_t_paper"], rtol=1e-4)

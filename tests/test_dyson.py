@@ -26,7 +26,7 @@ R_REF = 12000  # draws of the exact references they are compared with
 
 
 # --------------------------------------------------------------------------------------
-# local reference laws (kept here so these tests do not depend on dysonbm.rmt)
+# local reference laws (kept here so these tests do not depend on dysonbm.analysis.rmt)
 # --------------------------------------------------------------------------------------
 def semicircle_cdf(x, radius):
     x = np.clip(np.asarray(x, dtype=float), -radius, radius)

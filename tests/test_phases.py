@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dysonbm import phases
+from dysonbm.analysis import phases
 
 K = 16
 _rng = np.random.default_rng(0)

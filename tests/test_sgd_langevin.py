@@ -1,4 +1,4 @@
-"""SGD → Langevin (dysonbm.sgd_langevin): measured gradient noise, the Langevin integration, and
+"""SGD → Langevin (dysonbm.analysis.langevin_comparison): measured gradient noise, the Langevin integration, and
 the comparison with teacher–student SGD replicas.
 
 Tolerances are the estimators' own standard errors (5 of them): the noise variance from the
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import dysonbm as dbm
-from dysonbm import config, presets, sgd_langevin as sl
+from dysonbm import config, presets
+from dysonbm.analysis import langevin_comparison as sl
 from dysonbm.models.teacher_student import TeacherStudent
 
 A = 0.1

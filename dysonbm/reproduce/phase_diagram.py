@@ -6,7 +6,7 @@ Three runs, then analysis:
    (medium, about 20 minutes on two cores) or ``multilayer_paper`` (full, a GPU job);
 2. a batch-size run at equal T = α/|B| (|B| = 4, 8, 16, α = T|B|) at the weakest disorder,
    compared at equal SGD time τ = α·n, where the linear scaling rule predicts equal statistics;
-3. the Langevin cross-check (`dysonbm.phase_langevin`): at the ordered, paramagnetic and glassy
+3. the Langevin cross-check (`dysonbm.analysis.level_sde`): at the ordered, paramagnetic and glassy
    acceptance points (and the most typical point of each phase) a run with dense snapshots
    over the first ``LANGEVIN_STEPS`` steps, where the levels either converge, grow or stay
    put; the level SDE with the coefficients measured at each snapshot predicts the levels at
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dysonbm import ensemble, phases, presets
+from dysonbm import ensemble, presets
+from dysonbm.analysis import phases
 
 #: preset -> grid config (`dysonbm.presets`); `--quick` is the "quick" preset, no flag the "full" one
 PRESETS = {"quick": "phase_quick", "medium": "phase_medium", "full": "multilayer_paper"}
@@ -87,7 +88,8 @@ def _run(cfg, out: Path, progress: bool, resume: bool = False):
 def run(out: Path, quick: bool, progress: bool, resume: bool = False, preset: str | None = None) -> Path:
     """``preset``: a name of `PRESETS` (default: "quick" or "full" after ``quick``); ``resume``:
     continue interrupted runs and reuse finished ones (same config only)."""
-    from dysonbm import config, phase_plots
+    from dysonbm import config
+    from dysonbm.plots import phase_diagram as phase_plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,7 @@ def run(out: Path, quick: bool, progress: bool, resume: bool = False, preset: st
         phase_plots.phase_map(summary, out / "phase_map.png"),
         phase_plots.level_trajectories(grid, pick_trajectories(summary), summary["teacher"], out / "levels.png"),
         phase_plots.batch_comparison(bsum, out / "batch_size.png", title=r"equal $T=\alpha/|B|$, $\sigma_W$=" + f"{sigma_min:g}"),
-        phase_plots.langevin_levels(dense, [c for c in checks if c["window"] == "early"],
+        phase_plots.level_predictions(dense, [c for c in checks if c["window"] == "early"],
                                     out / "langevin.png", late=[c for c in checks if c["window"] == "late"]),
     ]
     times = {"grid": t_grid, "batch": t_batch, "langevin_run": t_dense, "langevin_check": t_check}
@@ -173,18 +175,18 @@ def langevin_overrides(cfg, summary, points: dict) -> dict:
 
 
 def langevin_check(grid, summary, dense, points: dict) -> list[dict]:
-    """`phase_langevin.cross_check` at every point, in two windows: ``"early"`` on the dense run
+    """`level_sde.cross_check` at every point, in two windows: ``"early"`` on the dense run
     (its point i is ``points``' i-th) and ``"late"`` on the grid run's own snapshots. Both start
     at the first snapshot after initialisation, where the coefficients of the random initial W
     would be held over an interval in which they change by orders of magnitude."""
     import jax
 
-    from dysonbm import phase_langevin
+    from dysonbm.analysis import level_sde
 
     rows = []
     for i, (name, p) in enumerate(points.items()):
         for window, res, q in (("early", dense, i), ("late", grid, p)):
-            c = phase_langevin.cross_check(res, q, phases.teacher_gram(res)[q], key=jax.random.key(1000 * i + (window == "late")),
+            c = level_sde.cross_check(res, q, phases.teacher_gram(res)[q], key=jax.random.key(1000 * i + (window == "late")),
                                            first=1, draws=LANGEVIN_DRAWS, max_steps=LANGEVIN_MAX_STEPS)
             c.update(name=name, window=window, grid_point=p, majority=str(summary["majority"][p]))
             rows.append(c)
@@ -484,11 +486,11 @@ def langevin_section(checks, times, dense) -> list[str]:
         "## Langevin cross-check: the level SDE with measured coefficients", "",
         "The levels x_i of X = W Wᵀ follow, in τ = α·n, dx_i = [K̃_ii + T Σ_j Ṽ_ij/(x_i − x_j) + T C̃_ii] dτ "
         "+ sqrt(T Ṽ_ii) dB_i, with the drift K̃, the pair noise Ṽ, the Itô term C̃ (the dW dWᵀ part of dX) and the "
-        "drift's slope γ_i = −∂K̃_ii/∂x_i all measured from the network at each snapshot (`dysonbm.phase_langevin`). "
+        "drift's slope γ_i = −∂K̃_ii/∂x_i all measured from the network at each snapshot (`dysonbm.analysis.level_sde`). "
         "From every replica's levels at snapshot k, with its coefficients at k held fixed (the drift linearised in "
         "the level, restoring slopes only), the SDE is integrated over the interval to snapshot k+1 "
         f"({LANGEVIN_DRAWS} noise draws); the predicted and the SGD log changes are summed over the intervals and "
-        "averaged over replicas (± standard error over replicas). Regime (`phase_langevin.regime`, same rule for both): "
+        "averaged over replicas (± standard error over replicas). Regime (`level_sde.regime`, same rule for both): "
         "frozen if ū, d and x_1 all change by less than 10 %; convergence if the distance d = max_i |x_i − x_i*| "
         "to the teacher's levels falls; growth if d and the mean spacing ū both grow; undetermined if the deciding "
         "sign is within 2 standard errors of 0. λ = Σ ln(ū_{k+1}/ū_k) per SGD step.",

@@ -17,7 +17,7 @@ Marchenko–Pastur with ``c = m/n`` and edges ``σ²(1 ± √c)²``.
   increments per step, ``Var dλ_i ≈ 2D dt``, per level and overall, and the effective
   temperature with the linear-scaling prediction ``T = lr/|B|``.
 
-The reference laws (surmise and MP CDFs, KS statistic, jackknife) are :mod:`dysonbm.rmt`'s.
+The reference laws (surmise and MP CDFs, KS statistic, jackknife) are :mod:`dysonbm.analysis.rmt`'s.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dysonbm import rmt
+from dysonbm.analysis import rmt
 
 __all__ = [
     "MPFit", "TailFit", "SpacingStats", "Diffusion",

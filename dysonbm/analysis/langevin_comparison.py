@@ -50,7 +50,7 @@ dropped) and over the Langevin snapshots after a burn-in:
 * width: rms deviation of the levels from the teacher's, same error treatment;
 * KS distance of the pooled levels ``λ − d`` (and of the spacings), with p-values for
   ``n_eff = (snapshots)/g``, ``g = (1 + ρ)/(1 − ρ)`` from the lag-one autocorrelation between
-  snapshots (`dysonbm.scaling.effective_n`); the levels of one snapshot count once.
+  snapshots (`dysonbm.analysis.scaling.effective_n`); the levels of one snapshot count once.
 
 Only the teacher–student model is supported; the Gaussian RBM (Wishart-like levels of WᵀW)
 is not.
@@ -68,7 +68,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dysonbm import config as config_mod
-from dysonbm import engine, linalg, scaling, sde
+from dysonbm import engine, linalg, registry, sde
+from dysonbm.analysis import scaling
 
 __all__ = [
     "NoiseEstimate", "SpectrumStats", "PointComparison", "ShiftedMatrixDBM",
@@ -200,7 +201,7 @@ def _model_and_problem(results, point: int = 0):
     the results). The noise is measured with one problem per point: a teacher per replica is
     refused."""
     cfg = config_mod.from_dict(results.config)
-    model = config_mod.build_model(cfg)
+    model = registry.build_model(cfg)
     _check_model(model)
     if results.ensemble.get("problem") == "replica":
         raise ValueError("the SGD → Langevin comparison needs one teacher per grid point: "

@@ -6,7 +6,7 @@ one target) is split by the SGD noise into a 2×2 GOE-like pair. Per grid point 
 the late snapshots (stationary state) pooled over replicas:
 
 * the mean spacing ``⟨S⟩ = mean |x₂ − x₁|`` and the two-level width ``σ``
-  (:func:`dysonbm.rmt.fit_two_level`); for a 2×2 GOE ``⟨S⟩ = sqrt(π) σ = sqrt(2π) τ``;
+  (:func:`dysonbm.analysis.rmt.fit_two_level`); for a 2×2 GOE ``⟨S⟩ = sqrt(π) σ = sqrt(2π) τ``;
 * the centre shift ``x₀ − target`` (non-universal, linear in ``α/|B|``);
 * the spacings ``s = S/⟨S⟩`` against the β = 1 surmise ``(π/2) s e^{−πs²/4}`` (KS).
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dysonbm import rmt
+from dysonbm.analysis import rmt
 
 SQRT_PI = math.sqrt(math.pi)
 
