@@ -143,13 +143,13 @@ def drift_coulomb_from_moments(drift: Array, noise: Array) -> tuple[Array, Array
     return k_t, v_t
 
 
-def drift_dominated(K_t, V_t, T, sigma_w, K: int, L: int):
+def drift_dominated(K_t, V_t, T, init_std, K: int, L: int):
     """Drift-dominated (ordered) test: K_t / (sqrt(r) (K − 1)) ≥ T V_t / (4 σ_W²), r = L/K.
 
     Plain arithmetic, so it works on JAX and numpy arrays alike (broadcasting over replicas).
     """
     r = L / K
-    return K_t / (r**0.5 * (K - 1)) >= T * V_t / (4.0 * sigma_w**2)
+    return K_t / (r**0.5 * (K - 1)) >= T * V_t / (4.0 * init_std**2)
 
 
 def level_terms(W: Array, per_sample_grads: Callable[[Array], Array]) -> tuple[Array, Array]:

@@ -65,7 +65,7 @@ def summary():
 
 
 def test_assemble_uses_the_published_criterion_and_keeps_the_others(summary):
-    weak = summary["sigma_w"] == SIGMAS.min()
+    weak = summary["init_std"] == SIGMAS.min()
     assert summary["drift_rule"] == "final/paper"
     np.testing.assert_allclose(summary["drift_fraction"][weak], PAPER / R)
     fr = summary["drift_fractions"]
@@ -82,7 +82,7 @@ def test_critical_temperature_with_error_per_variant(summary):
     # published: 0.9 at T = 2, 0.5 at T = 8; the SDE's: 0.8 at T = 0.5, 0.5 at T = 2
     assert tc["final/paper"]["T_c"] == pytest.approx(_log_interp(2, 0.9, 0.5), rel=1e-12)
     assert tc["final/sde"]["T_c"] == pytest.approx(_log_interp(1, 0.8, 0.5), rel=1e-12)
-    assert tc["final/paper"]["sigma_w"] == SIGMAS.min()
+    assert tc["final/paper"]["init_std"] == SIGMAS.min()
     for v in tc.values():
         assert v["replicas"] == R and v["n_boot"] == phases.TC_BOOTSTRAP
     # bootstrap error of a binomial crossing: about sqrt(f(1 − f)/R)/|slope| in ln T
@@ -120,7 +120,7 @@ def test_without_the_papers_noise_the_sde_final_rule_leads(tmp_path):
     s = phases.assemble(synthetic(with_paper=False), teacher_spectrum=np.linspace(3, 0.1, K))
     assert s["drift_rule"] == "final/sde"
     assert set(s["drift_fractions"]) == {"final/sde", "majority/sde"}
-    weak = s["sigma_w"] == SIGMAS.min()
+    weak = s["init_std"] == SIGMAS.min()
     np.testing.assert_allclose(s["drift_fraction"][weak], BOTH / R)
     assert "did not record V_t_paper" in phase_diagram.drift_note(s)
     assert phase_plots.phase_map(s, tmp_path / "m.png").stat().st_size > 10_000

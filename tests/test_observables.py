@@ -14,11 +14,11 @@ import multilayer_reference as mlp
 D, L, K = 3, 32, 16
 
 
-def _problem(seed, K=K, L=L, n=8, sigma_w=1.0):
+def _problem(seed, K=K, L=L, n=8, init_std=1.0):
     rng = np.random.default_rng(seed)
     M = rng.normal(0.0, np.sqrt(1 / 3), (L, D))
     Z = rng.normal(0.0, np.sqrt(1 / K), K)
-    W = rng.normal(0.0, sigma_w / np.sqrt(L), (K, L))
+    W = rng.normal(0.0, init_std / np.sqrt(L), (K, L))
     W_teacher = rng.normal(0.0, 1 / np.sqrt(L), (K, L))
     x = rng.normal(size=(n, D))
     y = np.tanh(np.tanh(x @ M.T) @ W_teacher.T) @ Z
@@ -165,11 +165,11 @@ def test_drift_coulomb_hand_built_2x2():
     k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
     assert float(k_t) == pytest.approx(1.0, rel=1e-6)
     assert float(v_t) == pytest.approx(4.5, rel=1e-6)
-    assert bool(obs.drift_dominated(k_t, v_t, T=0.88, sigma_w=1.0, K=2, L=2))
-    assert not bool(obs.drift_dominated(k_t, v_t, T=0.90, sigma_w=1.0, K=2, L=2))
+    assert bool(obs.drift_dominated(k_t, v_t, T=0.88, init_std=1.0, K=2, L=2))
+    assert not bool(obs.drift_dominated(k_t, v_t, T=0.90, init_std=1.0, K=2, L=2))
     # r = L/K enters as 1/sqrt(r): L = 8 halves the left side, moving the threshold to 4/9
-    assert bool(obs.drift_dominated(k_t, v_t, T=0.44, sigma_w=1.0, K=2, L=8))
-    assert not bool(obs.drift_dominated(k_t, v_t, T=0.45, sigma_w=1.0, K=2, L=8))
+    assert bool(obs.drift_dominated(k_t, v_t, T=0.44, init_std=1.0, K=2, L=8))
+    assert not bool(obs.drift_dominated(k_t, v_t, T=0.45, init_std=1.0, K=2, L=8))
 
 
 def _numpy_drift_coulomb(W, M, Z, x, y):

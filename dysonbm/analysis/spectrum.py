@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dysonbm.analysis import rmt
+from dysonbm.sde.conversions import temperature
 
 __all__ = [
     "MPFit", "TailFit", "SpacingStats", "Diffusion",
@@ -373,6 +374,6 @@ def level_diffusion(levels, dt=1.0, chiral: bool = False, lr: float | None = Non
     if lr is not None:
         temp, temp_err = big_d / lr, d_err / lr
         if batch_size is not None:
-            t_pred = lr / batch_size
+            t_pred = temperature(lr, batch_size)
             noise = temp / t_pred
     return Diffusion(big_d, d_err, value[:-1], err[:-1], temp, temp_err, t_pred, noise)

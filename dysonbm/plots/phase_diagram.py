@@ -42,7 +42,7 @@ def _grid(summary, key, select=None):
     """(1/σ_W values, T values, grid[T, 1/σ_W]) of ``summary[key]`` for the points ``select``."""
     sel = np.ones(summary["T"].size, bool) if select is None else select
     values = summary[key] if key in summary else summary["fractions"][key]
-    T_u, inv_u, g = phases.to_grid(np.asarray(values)[sel], summary["T"][sel], 1.0 / summary["sigma_w"][sel])
+    T_u, inv_u, g = phases.to_grid(np.asarray(values)[sel], summary["T"][sel], 1.0 / summary["init_std"][sel])
     return inv_u, T_u, g
 
 
@@ -205,7 +205,7 @@ def level_predictions(results, checks: list[dict], path, late: list[dict] | None
         ax.set_yscale("log")
         ax.set_xlabel("SGD step $n$")
         ax.set_ylabel(r"largest eigenvalues $x_i$ of $X=WW^\top$")
-        ax.set_title(f"{c['name']}: $T$={c['T']:g}, $\\sigma_W$={c['sigma_w']:g}\n"
+        ax.set_title(f"{c['name']}: $T$={c['T']:g}, $\\sigma_W$={c['init_std']:g}\n"
                      f"SGD {c['sgd']['regime']}, Langevin {c['langevin']['regime']}", fontsize=9)
     axes[0][0].plot([], [], "k-", lw=1.3, label="SGD")
     axes[0][0].plot([], [], "k-o", lw=0.8, ms=2.5, label="Langevin, one interval")

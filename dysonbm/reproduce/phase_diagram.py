@@ -56,9 +56,9 @@ LANGEVIN_DRAWS = 2
 LANGEVIN_MAX_STEPS = 5000
 
 
-def batch_overrides(cfg, sigma_w: float, steps: int | None = None) -> dict:
+def batch_overrides(cfg, init_std: float, steps: int | None = None) -> dict:
     """Overrides turning a grid config into the equal-T batch-size run."""
-    sweeps = [{"lr": [T * b for T in BATCH_T], "batch_size": [b], "init_std": [sigma_w]} for b in BATCH_SIZES]
+    sweeps = [{"lr": [T * b for T in BATCH_T], "batch_size": [b], "init_std": [init_std]} for b in BATCH_SIZES]
     # the level-SDE terms serve the Langevin cross-check only; at this run's dense snapshots
     # they would cost more than its steps
     over = {"sweep": sweeps, "name": cfg.name + "_batch", "model": {"name": cfg.model, **cfg.model_params,
@@ -169,7 +169,7 @@ def langevin_overrides(cfg, summary, points: dict) -> dict:
     """Overrides turning a grid config into the cross-check run: one sweep block per point (in
     the order of ``points``), ``LANGEVIN_STEPS`` steps with snapshots every ``LANGEVIN_EVERY``."""
     sweeps = [{"lr": [float(summary["lr"][p])], "batch_size": [int(summary["batch_size"][p])],
-               "init_std": [float(summary["sigma_w"][p])]} for p in points.values()]
+               "init_std": [float(summary["init_std"][p])]} for p in points.values()]
     return {"sweep": sweeps, "name": cfg.name + "_langevin", "steps": LANGEVIN_STEPS,
             "snapshot_every": LANGEVIN_EVERY}
 
@@ -204,7 +204,7 @@ def langevin_table(checks: list[dict]) -> list[dict]:
     for c in checks:
         s, g = c["sgd"], c["langevin"]
         rows.append({
-            "point": c["name"], "alpha": c["lr"], "|B|": int(c["batch_size"]), "T": c["T"], "sigma_W": c["sigma_w"],
+            "point": c["name"], "alpha": c["lr"], "|B|": int(c["batch_size"]), "T": c["T"], "sigma_W": c["init_std"],
             "window [steps]": f"{c['steps'][0]}–{c['steps'][1]} ({c['intervals']}×Δτ={c['dtau']:g})",
             "SGD regime": s["regime"], "Langevin regime": g["regime"],
             "SGD λ": s["lam"], "Langevin λ": f"{g['lam']:.3g} ± {g['se']['u'] / (c['steps'][1] - c['steps'][0]):.2g}",
@@ -220,7 +220,7 @@ def langevin_table(checks: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------
 def corner(summary, low_T: bool, weak: bool, sigma_min: float | None = None) -> int:
     """Index of the grid point at the lowest/highest T and smallest σ_W (or the smallest σ_W ≥ sigma_min)."""
-    sw = summary["sigma_w"]
+    sw = summary["init_std"]
     cand = sw >= sigma_min if sigma_min is not None else np.ones(sw.size, bool)
     s = sw[cand].min() if weak or sigma_min is not None else sw[cand].max()
     sel = np.nonzero(cand & (sw == s))[0]
@@ -247,7 +247,7 @@ def check_ordered(results, summary) -> dict:
 
 def check_paramagnetic(summary) -> dict:
     """Weakest disorder, highest non-divergent T: the spacing grows (⟨λ⟩ > 0) and the majority is paramagnetic."""
-    sw = summary["sigma_w"]
+    sw = summary["init_std"]
     sel = np.nonzero((sw == sw.min()) & (summary["divergent"] < 0.5))[0]
     p = int(sel[np.argmax(summary["T"][sel])])
     return {"point": p, "lam": float(summary["lam"][p]), "majority": str(summary["majority"][p]),
@@ -264,14 +264,14 @@ def check_glassy(results, summary, sigma_min: float = 16.0) -> dict:
     top = float(np.median(np.abs(g[:, -1, 0] / g[:, 0, 0] - 1)))
     bottom = float(np.median(np.abs(g[:, -1, -1] / g[:, 0, -1] - 1)))
     K, L = g.shape[-1], int(results.config["model"].get("hidden", 32))
-    s2 = summary["sigma_w"][p] ** 2
+    s2 = summary["init_std"][p] ** 2
     mp = (s2 * (1 + np.sqrt(K / L)) ** 2, s2 * (1 - np.sqrt(K / L)) ** 2)
     q = float(np.min(results["q"][p][ok, -1]))
     return {"point": p, "top": top, "bottom": bottom, "q_min": q, "q_mean": float(summary["q"][p]),
             "x0_edges": (float(np.mean(g[:, 0, 0])), float(np.mean(g[:, 0, -1]))),
             "xt_edges": (float(np.mean(g[:, -1, 0])), float(np.mean(g[:, -1, -1]))), "mp": mp,
             "majority": str(summary["majority"][p]),
-            "pass": bool(summary["sigma_w"][p] >= sigma_min and top <= 0.1 and bottom <= 0.1 and q > 0.5)}
+            "pass": bool(summary["init_std"][p] >= sigma_min and top <= 0.1 and bottom <= 0.1 and q > 0.5)}
 
 
 def equal_time(results, summary) -> list[dict]:
@@ -343,7 +343,7 @@ def drift_note(summary) -> str:
 
 def critical_temperature_section(summary) -> list[str]:
     """T_c at the smallest σ_W with its bootstrap error, for every drift-criterion variant."""
-    sw = summary["sigma_w"]
+    sw = summary["init_std"]
     sel = np.nonzero(sw == sw.min())[0]
     sel = sel[np.argsort(summary["T"][sel])]
     rule, level = summary["drift_rule"], phases.DRIFT_LEVELS[0]
@@ -382,7 +382,7 @@ def fraction_section(summary) -> list[str]:
     both unit systems, and the agreement of each variant with the majority label."""
     rule = summary["drift_rule"]
     fr = summary["drift_fractions"]
-    coords = {"T": summary["T"], "sigma_w": summary["sigma_w"]}
+    coords = {"T": summary["T"], "init_std": summary["init_std"]}
     rows = phases.compare_classifiers(summary["labels"], summary["drift_fraction"], coords=coords)
     paper = summary["paper"]
     for p, r in enumerate(rows):
@@ -449,7 +449,7 @@ def report(cfg, grid, summary, batch, bsum, times, figs, preset, checks=None, la
     lines += _scaling_verdict(erows)
     # acceptance
     a1, a2, a3 = check_ordered(grid, summary), check_paramagnetic(summary), check_glassy(grid, summary)
-    pt = lambda p: f"T={summary['T'][p]:g}, σ_W={summary['sigma_w'][p]:g}"  # noqa: E731
+    pt = lambda p: f"T={summary['T'][p]:g}, σ_W={summary['init_std'][p]:g}"  # noqa: E731
     div_pts = [i for i in range(summary["T"].size) if summary["divergent"][i] >= 0.5]
     lines += ["## Acceptance, as measured", "",
               f"- {'PASS' if a1['pass'] else 'FAIL'} ordered ({pt(a1['point'])}): median final/initial test loss "
