@@ -203,3 +203,12 @@ def test_import_dysonbm_touches_no_device_and_keeps_sgd_a_function():
             "assert dysonbm.simulate is dysonbm.engine.simulate; assert 'DysonBM' in dir(dysonbm)")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_dbm_command_still_sets_one_device_per_core():
+    # `import dysonbm` imports jax now; the command must still set the device count before XLA starts
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = ("import os, sys; os.sched_getaffinity = lambda pid: {0, 1, 2}; "
+            "from dysonbm import cli; sys.exit(cli.main(['info']))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    assert sum(line.strip().startswith(("0:", "1:", "2:")) for line in out.splitlines()) == 3, out

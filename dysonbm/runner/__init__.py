@@ -9,9 +9,9 @@ the host inside a scan. No number depends on the chunk size, the device count, t
 an interruption: each replica's key is ``fold_in(root, g)``.
 
 Devices. On CPU each XLA device is one core's worth of work, and XLA exposes a single host
-device unless told otherwise before jax is imported. The ``dbm`` command does this for you
-(one device per core); from Python, call ``dysonbm.cli.configure_host_devices()`` before the
-first ``import jax`` (or set ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>``).
+device unless told otherwise before its first computation. The ``dbm`` command does this for
+you (one device per core); from Python, call ``dysonbm.cli.configure_host_devices()`` before
+the first computation (or set ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>``).
 
 Memory per replica (`Plan.footprint`, printed by ``dbm run --dry-run``):
 
