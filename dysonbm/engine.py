@@ -1,7 +1,7 @@
 """Replicas × steps: vmap over replicas, lax.scan over steps, of any simulation.
 
 From Python, `simulate` runs any triple of single-replica functions in the protocol of the
-eigenvalue SDEs (`dysonbm.dyson.Process`)::
+eigenvalue SDEs (`dysonbm.sde.Process`)::
 
     init(key, hp) -> state ;  step(state, key, hp) -> state ;  observe(state, hp) -> {name: array}
 
@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dysonbm import counter_rng, divergence, linalg
-from dysonbm.models.base import tree_sum
-from dysonbm.sgd_kernel import Bounds, sgd
+from dysonbm.summation import tree_sum
+from dysonbm.sgd import Bounds, sgd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,15 +186,8 @@ def outcome(state: dict) -> tuple[Any, Any]:
 # eigenvalue SDEs
 
 
-def is_process(model) -> bool:
-    """An eigenvalue SDE (`dysonbm.dyson.Process`) rather than a trained model."""
-    from dysonbm.dyson import Process
-
-    return isinstance(model, Process)
-
-
 def make_sde_sim(process) -> Simulation:
-    """Replicas of an SDE process (`dysonbm.dyson`), frozen at their last finite state and
+    """Replicas of an SDE process (`dysonbm.sde`), frozen at their last finite state and
     flagged if they turn non-finite, as in SGD."""
     sim = from_triple(process.init, process.step, process.observe, freeze=True)
     hp0 = {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **process.defaults()}
@@ -240,14 +233,6 @@ class DataLayout:
     n_data: int = 0
     reshuffle: bool = False
     n_test: int = 128
-
-    @classmethod
-    def from_config(cls, cfg, max_batch: int) -> "DataLayout":
-        d = cfg.data
-        if d.protocol == "online":
-            return cls("online", max_batch, n_test=d.n_test)
-        n_max = d.n_data if d.n_data else d.batches_per_epoch * max_batch
-        return cls(d.protocol, max_batch, n_max, d.batches_per_epoch, d.n_data, d.reshuffle, d.n_test)
 
     def dataset_size(self, batch_size):
         """Samples a replica of this batch size trains on (a whole number of batches)."""

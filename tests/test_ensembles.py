@@ -130,7 +130,7 @@ def test_published_teacher_student_collapse(tmp_path):
     """The full published preset (48 000 replicas, about 15 minutes on two cores): the spacings
     of every point follow the β = 1 surmise (KS ≤ 0.03) and ⟨S⟩ = a·sqrt(αA²/|B|) over the three
     sweeps gives a slope consistent with the published a = 1.878 ± 0.034 (within 2σ, both errors)."""
-    from dysonbm import scaling
+    from dysonbm.analysis import scaling
 
     cfg = config.load(presets.path("ts_linear_scaling"))
     an = scaling.analyse(runner.run(cfg, out=tmp_path / "ts", progress=False))

@@ -45,6 +45,17 @@ def readout(s, z):
     return tree_sum((s * z).T)
 
 
+def per_sample_grads_from_features(W, Z, phi0, y, activation: str = "tanh") -> jax.Array:
+    """g_n = −∂ℓ_n/∂W = −(ŷ_n − y_n) (Z ⊙ f'(W φ0_n)) φ0_nᵀ: ``(n, K, L)``, from the first-layer
+    features φ0 (n, L), as samples store them."""
+    f, fprime = ACTIVATIONS[activation]
+    a = phi0 @ W.T
+    s = f(a)
+    residual = s @ Z - y
+    back = -residual[:, None] * Z[None, :] * fprime(a, s)  # (n, K)
+    return back[:, :, None] * phi0[:, None, :]
+
+
 @dataclasses.dataclass(frozen=True)
 class Multilayer(Model):
     """x (D) → tanh(M x) (L) → f(W ·) (K) → Z · (1); W (K×L) trained."""
@@ -142,12 +153,12 @@ class Multilayer(Model):
         with K̃, Ṽ the mean and variance over test samples of Uᵀ dX_n U (dX_n = W g_nᵀ + g_n Wᵀ,
         g_n = −∂ℓ_n/∂W) in the eigenbasis U of X, and Ṽ_paper the elementwise variance of dX_n
         rotated into that basis; see `dysonbm.observables.increment_moments`. Units: the published
-        hs carries a further 1/n_test (`dysonbm.phases.paper_units`).
+        hs carries a further 1/n_test (`dysonbm.analysis.phases.paper_units`).
         """
         phi0, y, z = test["phi0"], test["y"], problem["Z"]
         s = self.features_of(params, phi0)[0]
         s0 = self.features_of(params0, phi0)[0]
-        g = obs.per_sample_grads_from_features(params, z, phi0, y, self.activation)
+        g = per_sample_grads_from_features(params, z, phi0, y, self.activation)
         m = obs.increment_moments(params, g)
         drift, noise, levels = m["drift"], m["noise"], m["levels"]
         k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
@@ -166,7 +177,7 @@ class Multilayer(Model):
         }
         if self.level_sde:
             out["level_ito"], out["level_stiffness"] = obs.level_terms(
-                params, lambda w: obs.per_sample_grads_from_features(w, z, phi0, y, self.activation))
+                params, lambda w: per_sample_grads_from_features(w, z, phi0, y, self.activation))
         return out
 
     def observable_axes(self):

@@ -1,5 +1,5 @@
 """`dbm reproduce sgd-langevin`: teacher–student SGD replicas against the Langevin equation at the
-same temperature (SCIENCE.md §1, §2, §3.1; the workflow is `dysonbm.sgd_langevin`).
+same temperature (SCIENCE.md §1, §2, §3.1; the workflow is `dysonbm.analysis.langevin_comparison`).
 
 For every grid point of the preset ts_langevin (fresh data every step, weights recorded):
 measure the gradient-noise covariance at the stationary weights, D = α v/|B|; integrate the
@@ -43,7 +43,7 @@ def figure(comps, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dysonbm import rmt
+    from dysonbm.analysis import rmt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -110,7 +110,7 @@ def figure(comps, path: Path) -> Path:
 
 
 def report(results, comps, timings, fig: Path, quick: bool, out: Path) -> str:
-    from dysonbm import sgd_langevin as sl
+    from dysonbm.analysis import langevin_comparison as sl
 
     cfg = results.config
     lines = ["# SGD → Langevin: teacher–student replicas against Dyson Brownian motion at the same T", "",
@@ -191,7 +191,7 @@ def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = F
     """Run the SGD sweep into ``out/sgd``, its Langevin predictions, the figure and ``out/report.md``
     (``resume``: continue an interrupted sweep, or reuse a finished one of the same config)."""
     from dysonbm import config, runner
-    from dysonbm import sgd_langevin as sl
+    from dysonbm.analysis import langevin_comparison as sl
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ one target) is split by the SGD noise into a 2×2 GOE-like pair. Per grid point 
 the late snapshots (stationary state) pooled over replicas:
 
 * the mean spacing ``⟨S⟩ = mean |x₂ − x₁|`` and the two-level width ``σ``
-  (:func:`dysonbm.rmt.fit_two_level`); for a 2×2 GOE ``⟨S⟩ = sqrt(π) σ = sqrt(2π) τ``;
+  (:func:`dysonbm.analysis.rmt.fit_two_level`); for a 2×2 GOE ``⟨S⟩ = sqrt(π) σ = sqrt(2π) τ``;
 * the centre shift ``x₀ − target`` (non-universal, linear in ``α/|B|``);
 * the spacings ``s = S/⟨S⟩`` against the β = 1 surmise ``(π/2) s e^{−πs²/4}`` (KS).
 
@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dysonbm import rmt
+from dysonbm.analysis import rmt
+from dysonbm.sde.conversions import temperature
 
 SQRT_PI = math.sqrt(math.pi)
 
@@ -263,7 +264,7 @@ def predicted_scale(results, spec: Spectrum, point: int, pair: int) -> float:
         except ValueError:  # no stationary state at this (α, |B|): the replicas diverge
             return float("nan")
     gap = hp["mu2"] - spec.kappa[pair]
-    return math.sqrt(hp["lr"] / hp["batch_size"] * max(gap, 0.0))
+    return math.sqrt(temperature(hp["lr"], hp["batch_size"]) * max(gap, 0.0))
 
 
 def theory_slope(results) -> float | None:
@@ -337,7 +338,7 @@ def _pair_stat(results, spec, point, pair, start, block, max_fit_pairs) -> PairS
     target = float(spec.targets[point, spec.pairs[pair][0]])
     return PairStat(
         point=point, pair=pair, label=spec.labels[pair], hp=dict(hp), block=int(block),
-        temperature=hp["lr"] / hp["batch_size"], scale=predicted_scale(results, spec, point, pair),
+        temperature=temperature(hp["lr"], hp["batch_size"]), scale=predicted_scale(results, spec, point, pair),
         target=target, n_replicas=r, n_snapshots=t, mean_s=mean_s, mean_s_err=mean_s_err,
         sigma=fit.sigma, sigma_err=fit.sigma_err, centre=fit.x0, centre_err=fit.x0_err,
         ks_d=ks_d, ks_p=ks_p, ks_poisson_d=kp_d, ks_poisson_p=kp_p,
@@ -401,7 +402,7 @@ def equal_temperature_comparisons(results, spec: Spectrum, stats: list[PairStat]
     for a in range(len(points)):
         for b in range(a + 1, len(points)):
             pa, pb = points[a], points[b]
-            ta, tb = pa["lr"] / pa["batch_size"], pb["lr"] / pb["batch_size"]
+            ta, tb = temperature(pa["lr"], pa["batch_size"]), temperature(pb["lr"], pb["batch_size"])
             others = [k for k in pa if k not in ("lr", "batch_size")]
             if abs(ta - tb) > rtol * ta or pa["lr"] == pb["lr"] or any(pa[k] != pb[k] for k in others):
                 continue
