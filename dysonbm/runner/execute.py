@@ -65,11 +65,12 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
         ck.mkdir(parents=True, exist_ok=True)
 
     meter = Progress(plan.n_ids * cfg.steps, progress)
+    programs = _Programs(meter)
     for c in range(first_chunk, plan.n_chunks):
         ids, keys, hp = plan.chunk_inputs(c)
         rows = rows_of(c)
         n_real = len(rows)
-        state, data, obs0 = plan.init(keys, hp)
+        state, data, obs0 = programs.get("init", plan.init, keys, hp)(keys, hp)
         for name, value in data.get("problem", {}).items():
             problems[name][rows] = np.asarray(value)[:n_real]
         s0 = 0
@@ -80,7 +81,8 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
                 collected[name][rows, 0] = np.asarray(value)[:n_real]
         for s in range(s0, plan.n_segments):
             t0 = s * plan.seg * cfg.snapshot_every
-            state, obs = plan.segment(state, hp, data, jnp.int32(t0))
+            args = (state, hp, data, jnp.int32(t0))
+            state, obs = programs.get("segment", plan.segment, *args)(*args)
             first = 1 + s * plan.seg
             for name, value in obs.items():
                 collected[name][rows, first:first + plan.seg] = np.asarray(value)[:n_real]
@@ -107,10 +109,35 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
             _write_npz(ck / "position.npz", {"meta": _meta(fp, chunk=c + 1, segments=0, wall=wall)})
     meter.close()
     wall = wall_before + time.perf_counter() - t_start
-    return _results(plan, collected, problems, diverged, diverge_step, wall)
+    return _results(plan, collected, problems, diverged, diverge_step, wall, programs.timing())
 
 
-def _results(plan: Plan, collected, problems, diverged, diverge_step, wall) -> io.Results:
+class _Programs:
+    """The compiled programs of a run, compiled ahead of their first call and timed apart,
+    once per program and argument shapes: every chunk of a run has the same shapes, so a
+    sweep compiles once, whatever its number of grid points."""
+
+    def __init__(self, meter: Progress):
+        self.meter = meter
+        self.compiled = {}
+        self.seconds = 0.0
+
+    def get(self, name, jitted, *args):
+        shapes = (name, jax.tree_util.tree_structure(args),
+                  tuple((a.shape, a.dtype) for a in jax.tree_util.tree_leaves(args)))
+        if shapes not in self.compiled:
+            t0 = time.perf_counter()
+            self.compiled[shapes] = jitted.lower(*args).compile()
+            spent = time.perf_counter() - t0
+            self.seconds += spent
+            self.meter.exclude(spent)
+        return self.compiled[shapes]
+
+    def timing(self) -> dict:
+        return {"compile_s": self.seconds, "compiles": len(self.compiled)}
+
+
+def _results(plan: Plan, collected, problems, diverged, diverge_step, wall, timing=None) -> io.Results:
     """Arrays with leading axes (point, replica); a shard keeps the flat ``replica_id`` axis.
     Problems (``problem_<name>``) are kept at their granularity, per replica in a shard."""
     lead = ("replica_id",) if plan.shard else ("point", "replica")
@@ -128,10 +155,10 @@ def _results(plan: Plan, collected, problems, diverged, diverge_step, wall) -> i
     for name, value in stored.items():
         arrays[f"problem_{name}"] = value
         axes[f"problem_{name}"] = plead + tuple(f"{name}_axis{i}" for i in range(value.ndim - len(plead)))
-    return io.Results(manifest(plan, wall), arrays, axes)
+    return io.Results(manifest(plan, wall, timing), arrays, axes)
 
 
-def manifest(plan: Plan, wall: float) -> dict:
+def manifest(plan: Plan, wall: float, timing: dict | None = None) -> dict:
     import optax
 
 
@@ -152,6 +179,8 @@ def manifest(plan: Plan, wall: float) -> dict:
         "chunk_size": plan.chunk,
         "chunk_slots": plan.slots,
         "wall_time_s": wall,
+        # compilation of this process's programs (not of earlier, resumed processes)
+        **(timing or {}),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if plan.shard:

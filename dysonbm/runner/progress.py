@@ -17,6 +17,12 @@ class Progress:
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.start = time.perf_counter()
         self.last_print = 0.0
+        self.compile_s = 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Time spent compiling: reported apart, not counted in the rate."""
+        self.compile_s += seconds
+        self.start += seconds
 
     def update(self, done_steps: int, label: str) -> None:
         if not self.enabled:
@@ -30,7 +36,8 @@ class Progress:
         eta = (self.total - done_steps) / rate if rate > 0 else float("inf")
         frac = done_steps / self.total if self.total else 1.0
         bar = "#" * int(24 * frac)
-        line = f"[{bar:<24}] {frac:6.1%} {label}  {rate:.3g} replica-steps/s  eta {_duration(eta)}"
+        line = (f"[{bar:<24}] {frac:6.1%} {label}  {rate:.3g} replica-steps/s  eta {_duration(eta)}"
+                f"  (compile {self.compile_s:.1f} s)")
         end = "\r" if self.tty and done_steps < self.total else "\n"
         print(line, end=end, file=self.stream, flush=True)
 
