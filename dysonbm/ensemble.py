@@ -42,8 +42,9 @@ KEY_DERIVATION = (
     "model.draw_inputs(ingredient key, n), model.draw_noises(ingredient key, n); online batch of step t: "
     "the same from fold_in(ingredient key, t); test set: the same from fold_in(test key, 0) for inputs, "
     "fold_in(test key, 1) for noise; Gaussian blocks: dysonbm.counter_rng.normal(key, (n, *shape)), "
-    "entry i = sqrt(2) erfinv(2u - 1), u = ((h(h(i ^ k0) + k1) >> 8) + 0.5) / 2**24, "
-    "(k0, k1) = jax.random.bits(key, (2,), uint32), h = lowbias32"
+    "word i = h(h(i ^ k0) + k1), (k0, k1) = jax.random.bits(key, (2,), uint32), h = lowbias32, "
+    "u(w) = (2 * (w >> 9) + 1) / 2**24, normals 2m, 2m+1 = r cos(2 pi u(w_2m+1)), r sin(2 pi u(w_2m+1)), "
+    "r = sqrt(-2 log u(w_2m))"
 )
 
 

@@ -346,13 +346,13 @@ class GaussianRBM(Model):
         sigma_h = jnp.sqrt(s2)
         mu2 = hp["mu2"]
 
-        def sweep(phi, key):
-            # one draw for both half-steps: each random call site costs compile time
-            z = counter_rng.normal(key, (phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
+        def sweep(phi, z):
             h = hp["eta"] + s2 * phi @ w + sigma_h * z[:, : self.n_hidden]
             return h @ w.T / mu2 + z[:, self.n_hidden :] / jnp.sqrt(mu2), None
 
-        phi, _ = jax.lax.scan(sweep, phi, jax.random.split(key, self.gibbs_steps))
+        # the normals of every sweep and both half-steps in one counter-based block
+        noise = counter_rng.normal(key, (self.gibbs_steps, phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
+        phi, _ = jax.lax.scan(sweep, phi, noise)
         return phi
 
     def exact_grad(self, params, problem, hp):
