@@ -1,12 +1,17 @@
-"""Every script in experiments/ runs at its small default size and finds what its figure shows,
-so the examples of the public API cannot rot."""
+"""Every script in experiments/ uses only names the public API has and presets the package ships
+(checked for all, fast), and runs at its small default size finding what its figure shows (the
+two cheapest here; the sweeps, 25–45 s each on two loaded cores, under `make test-slow`)."""
 
+import ast
 import math
 import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import dysonbm as dbm
+from dysonbm import presets
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -57,6 +62,34 @@ CHECKS = {"dbm_semicircle": _semicircle, "wigner_surmise_panels": _wigner, "line
           "rbm_eigenvalue_flow": _rbm, "phase_map": _phases, "sgd_vs_langevin": _langevin}
 
 
+SWEEPS = {"linear_scaling_collapse", "rbm_eigenvalue_flow", "phase_map", "sgd_vs_langevin"}
+
+
 @pytest.mark.parametrize("name", sorted(CHECKS))
+def test_experiment_uses_the_public_api_and_shipped_presets(name):
+    tree = ast.parse((EXPERIMENTS / f"{name}.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+                if (getattr(n, "module", None) or a.name).startswith("dysonbm")}
+    assert imported == {"dysonbm"}, imported  # `import dysonbm as dbm`, nothing below it
+    for node in ast.walk(tree):
+        chain = []
+        while isinstance(node, ast.Attribute):
+            chain.insert(0, node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id == "dbm" and chain:
+            obj = dbm
+            for attr in chain:
+                obj = getattr(obj, attr)  # AttributeError: the script uses a name the package lost
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "run" and node.args:
+            presets.path(node.args[0].value)  # a preset the package ships
+
+
+@pytest.mark.parametrize("name", sorted(set(CHECKS) - SWEEPS))
 def test_experiment(name, tmp_path, monkeypatch):
+    CHECKS[name](run(name, tmp_path, monkeypatch))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_experiment_sweep(name, tmp_path, monkeypatch):
     CHECKS[name](run(name, tmp_path, monkeypatch))
