@@ -2,10 +2,11 @@
 
 from dysonbm.models.base import Model, masked_mean
 from dysonbm.models.gaussian_rbm import GaussianRBM
+from dysonbm.models.linear_net import LinearNet
 from dysonbm.models.multilayer import Multilayer
 from dysonbm.models.teacher_student import TeacherStudent
 
-REGISTRY: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM)}
+REGISTRY: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM, LinearNet)}
 
 # eigenvalue SDEs run through the same runner (`[model] name = "dyson"`, ...)
 from dysonbm.dyson import DysonBM, MatrixDBM, MatrixWishart, WishartProcess  # noqa: E402
