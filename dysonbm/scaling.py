@@ -198,13 +198,17 @@ def _degenerate_groups(target: np.ndarray, rtol: float = 1e-6) -> tuple[list, li
     return pairs, singles
 
 
-def spectrum(results) -> Spectrum:
+def spectrum(results, observable: str | None = None) -> Spectrum:
     """The levels and targets of a results directory's model (teacher_student: ``eigs``;
     gaussian_rbm: ``xi2_by_mode``, the levels in target-mode order, or ``xi2`` where a run did
-    not record it)."""
+    not record it; linear_net: ``observable``, one of its level species, default ``gram1``)."""
     model = results.config["model"]
     name = model["name"]
     points = results.points
+    if name == "linear_net":
+        from dysonbm.linear_net_analysis import level_spectrum
+
+        return level_spectrum(results, observable or "gram1")
     if name == "teacher_student":
         if "eigs" not in results:
             raise ValueError("teacher_student results need the `eigs` spectrum (record.spectra = true)")
@@ -251,6 +255,10 @@ def predicted_scale(results, spec: Spectrum, point: int, pair: int) -> float:
     """The predicted scale ``x`` of a pair's spacing (module docstring)."""
     hp = results.points[point]
     model = results.config["model"]
+    if model["name"] == "linear_net":
+        from dysonbm.linear_net_analysis import predicted_pair_scale
+
+        return predicted_pair_scale(results, spec, point)
     if model["name"] == "teacher_student":
         from dysonbm.models.teacher_student import stationary_mean_spacing, stationary_offdiag_var
 
@@ -268,7 +276,7 @@ def predicted_scale(results, spec: Spectrum, point: int, pair: int) -> float:
 
 def theory_slope(results) -> float | None:
     """Slope of ``⟨S⟩`` (and ``sqrt(π)σ``) against the predicted scale, if the theory fixes it."""
-    return 1.0 if results.config["model"]["name"] == "teacher_student" else None
+    return 1.0 if results.config["model"]["name"] in ("teacher_student", "linear_net") else None
 
 
 def lag_one_autocorr(s: np.ndarray) -> float:
@@ -345,9 +353,10 @@ def _pair_stat(results, spec, point, pair, start, block, max_fit_pairs) -> PairS
     )
 
 
-def pair_stats(results, start: int | None = None, max_fit_pairs: int = 20000) -> tuple[Spectrum, list[PairStat]]:
+def pair_stats(results, start: int | None = None, max_fit_pairs: int = 20000,
+               observable: str | None = None) -> tuple[Spectrum, list[PairStat]]:
     """:class:`PairStat` of every (grid point, degenerate pair), points outer."""
-    spec = spectrum(results)
+    spec = spectrum(results, observable)
     start = stationary_start(results) if start is None else start
     block_of, _ = sweep_blocks(results)
     stats = [
@@ -471,10 +480,12 @@ def published_collapse(stats: list[PairStat]) -> dict:
     return out
 
 
-def analyse(results, start: int | None = None, max_fit_pairs: int = 20000) -> ScalingAnalysis:
-    """The full linear-scaling analysis of a teacher_student or gaussian_rbm results directory."""
+def analyse(results, start: int | None = None, max_fit_pairs: int = 20000,
+            observable: str | None = None) -> ScalingAnalysis:
+    """The full linear-scaling analysis of a teacher_student, gaussian_rbm or linear_net results
+    directory (``observable``: linear_net's level species, `spectrum`)."""
     start = stationary_start(results) if start is None else start
-    spec, stats = pair_stats(results, start, max_fit_pairs)
+    spec, stats = pair_stats(results, start, max_fit_pairs, observable)
     theory = theory_slope(results)
     fits = {q: collapse(stats, q, theory) for q in ("mean_s", "sqrtpi_sigma")}
     _, names = sweep_blocks(results)

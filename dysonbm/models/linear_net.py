@@ -101,16 +101,21 @@ TEACHERS = ("svd", "product", "matrix")
 STARTS = ("random", "teacher")
 
 
+# one matrix per LAPACK call under vmap on CPU (`dysonbm.linalg`: batched kernels can deadlock)
+_svd = linalg._per_matrix(lambda x: jnp.linalg.svd(x, full_matrices=False))
+_qr = linalg._per_matrix(lambda x: jnp.linalg.qr(x))
+
+
 def haar_orthogonal(key, n: int, dtype):
     """Haar-random n×n orthogonal matrix (QR of a Gaussian matrix with the sign fix)."""
-    q, r = jnp.linalg.qr(jax.random.normal(key, (n, n), dtype))
+    q, r = _qr(jax.random.normal(key, (n, n), dtype))
     return q * jnp.sign(jnp.diagonal(r))
 
 
 def balanced_factors(target, n_hidden: int):
     """``(W₁, W₂)`` with W₂W₁ the best rank-N_h approximation of ``target`` and
     W₁W₁ᵀ = W₂ᵀW₂ (D = 0): W₁ = sqrt(S) Vᵀ, W₂ = U sqrt(S) on the top N_h singular directions."""
-    u, s, vt = jnp.linalg.svd(target, full_matrices=False)
+    u, s, vt = _svd(target)
     k = min(n_hidden, s.shape[0])
     root = jnp.sqrt(s[:k])
     w1 = jnp.zeros((n_hidden, target.shape[1]), target.dtype).at[:k].set(root[:, None] * vt[:k])
@@ -230,7 +235,7 @@ class LinearNet(Model):
     teacher_hidden: int = 2  # "product": inner width k of M_t = B A, A: k×n_in N(0, 1/n_in), B: n_out×k N(0, 1/k)
     teacher_matrix: tuple = ()  # "matrix": n_out rows of n_in values
     noise: float = 0.1  # A
-    start: str = "random"  # random: W ~ N(0, init_std²); teacher: balanced factors of M_t + N(0, init_std²)
+    start: str = "random"  # random: W ~ N(0, init_std²); teacher: balanced factors of M_t + init_std·Z (D = 0)
 
     def __post_init__(self):
         for field in ("n_in", "n_hidden", "n_out", "teacher_hidden"):
@@ -281,10 +286,13 @@ class LinearNet(Model):
     def init(self, key, problem, hp):
         k1, k2 = jax.random.split(key)
         dtype = problem["teacher"].dtype
+        if self.start == "teacher":
+            # balanced (D = 0 exactly) factors of the target moved by init_std·Z
+            z = jax.random.normal(k1, problem["teacher"].shape, dtype)
+            w1, w2 = balanced_factors(problem["teacher"] + hp["init_std"] * z, self.n_hidden)
+            return {"w1": w1, "w2": w2}, ()
         w1 = hp["init_std"] * jax.random.normal(k1, (self.n_hidden, self.n_in), dtype)
         w2 = hp["init_std"] * jax.random.normal(k2, (self.n_out, self.n_hidden), dtype)
-        if self.start == "teacher":
-            w1, w2 = w1 + problem["w1_star"], w2 + problem["w2_star"]
         return {"w1": w1, "w2": w2}, ()
 
     def draw_input(self, key):
