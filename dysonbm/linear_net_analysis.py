@@ -110,6 +110,19 @@ def predicted_pair_scale(results, spec: scaling.Spectrum, point: int) -> float:
 # the generalised semicircle (N_h large)
 
 
+def predicted_centre(lr, batch_size, noise, s0, n, species) -> float:
+    """Mean level of a species (square net, degenerate target s₀, balanced start), to second
+    order: E's mean is μ·1 with μ = α(A²/|B| + v)/2 − (N + 1)v/(2s₀) (the α²GMᵀG term and the
+    correlation of P − s₀ and Q − s₀, both ≈ sym Ẽ, with E), and the singular values gain
+    (N − 1)v/(4s₀) from the antisymmetric part of Ẽ: E[σ] = s₀ + μ + (N − 1)v/(4s₀),
+    E[σ²] = s₀² + 2s₀μ + Nv."""
+    v = 2.0 * layer_tau2(lr, batch_size, noise, s0, n)
+    mu = lr * (noise**2 / batch_size + v) / 2.0 - (n + 1) * v / (2.0 * s0)
+    if species == "product_sv2":
+        return s0 * s0 + 2.0 * s0 * mu + n * v
+    return s0 + mu + (n - 1) * v / (4.0 * s0)
+
+
 @dataclass
 class SemicircleCheck:
     species: str
@@ -143,10 +156,7 @@ def semicircle_check(results, point: int, species: str, start: int | None = None
     tau2 = layer_tau2(hp["lr"], hp["batch_size"], hp.get("noise", model.noise), s0, n)
     c = 2.0 * s0 if species == "product_sv2" else 1.0
     v = 2.0 * tau2
-    # centre beyond the level matrix: E's mean αA²/(2|B|)·(1 + |B|v/A²) and the singular values'
-    # second-order shift (N − 1)v/(4 s₀) from the antisymmetric part (module docstrings)
-    shift = hp["lr"] * (hp.get("noise", model.noise) ** 2 / hp["batch_size"] + v) / 2 + (n - 1) * v / (4 * s0)
-    centre_pred = (s0 + shift) ** 2 + n * v if species == "product_sv2" else s0 + shift
+    centre_pred = predicted_centre(hp["lr"], hp["batch_size"], hp.get("noise", model.noise), s0, n, species)
     centre = float(lv.mean())
     y = lv - centre
     per_rep = np.mean(y * y, axis=(1, 2))
@@ -164,7 +174,7 @@ def semicircle_check(results, point: int, species: str, start: int | None = None
         moment += float(np.mean(results.steps[start:])) * unit * (n - 1) * (n + 2) / 2
     return SemicircleCheck(species, n, tau2, c, radius, centre, centre_pred, float(per_rep.mean()),
                            float(per_rep.std(ddof=1) / math.sqrt(per_rep.size)), moment,
-                           ks_sc, ks_goe, (mr.value, mr.error), flat)
+                           ks_sc, ks_goe, (mr.value, mr.stderr), flat)
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,6 +193,8 @@ class LevelSDECheck:
     gamma_pred: float  # 2 s₀ (per layer)
     D_pred: float  # 2 s₀² α A²/|B| (per layer), leading order
     cross_corr: float  # correlation of one-snapshot increments of gram1 and gram2 levels
+    species_gap_rms: float  # rms of λ_i − μ_i (gram1 − gram2, level by level)
+    balance_rms: float  # rms eigenvalue of D
     sgd_second_moment: tuple
     sde_second_moment: tuple
     ks_levels: tuple  # two-sample KS of the centred pooled levels, SGD vs SDE
@@ -231,6 +243,9 @@ def level_sde_check(results, point: int, species: str = "gram1", start: int | No
     lv2 = np.asarray(results["gram2" if species == "gram1" else "gram1"][point][ok][:, start:], float)
     d1, d2 = np.diff(lv, axis=1).ravel(), np.diff(lv2, axis=1).ravel()
     cross = float(np.corrcoef(d1, d2)[0, 1])
+    gap_rms = float(np.sqrt(np.mean((lv - lv2) ** 2)))
+    balance = np.asarray(results["balance"][point][ok][:, start:], float)
+    balance_rms = float(np.sqrt(np.mean(balance**2)))
     noise = hp.get("noise", model.noise)
     # the SDE, in τ, with the measured coefficients
     dt = dyson.recommended_dt(n, D, gamma)
@@ -253,6 +268,6 @@ def level_sde_check(results, point: int, species: str = "gram1", start: int | No
     r_sgd, r_sde = mr(y_sgd), mr(y_sde)
     return LevelSDECheck(
         species, n, dtau, gamma, gamma_err, D, D_err, 2.0 * s0, 2.0 * s0**2 * hp["lr"] * noise**2 / hp["batch_size"],
-        cross, mom(y_sgd), mom(y_sde), rmt.ks_2samp(y_sgd.ravel(), y_sde.ravel()),
-        (r_sgd.value, r_sgd.error), (r_sde.value, r_sde.error),
+        cross, gap_rms, balance_rms, mom(y_sgd), mom(y_sde), rmt.ks_2samp(y_sgd.ravel(), y_sde.ravel()),
+        (r_sgd.value, r_sgd.stderr), (r_sde.value, r_sde.stderr),
         rmt.ks_2samp(bulk_spacings(y_sgd), bulk_spacings(y_sde)), y_sgd.ravel(), y_sde.ravel())

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dysonbm import rmt, scaling  # noqa: E402
+from dysonbm import rmt  # noqa: E402
 from dysonbm.linear_net_analysis import SPECIES_LABEL  # noqa: E402
 
 _MARKERS = "osD^v<>ph*"
@@ -46,16 +46,11 @@ def collapse(analyses: dict, path: Path) -> Path:
     return path
 
 
-def spacings(results_by_species: dict, path: Path) -> Path:
-    """Pooled s = S/⟨S⟩ of each species against the β = 1 surmise and Poisson."""
-    fig, axes = plt.subplots(1, len(results_by_species), figsize=(4.0 * len(results_by_species), 3.4), squeeze=False)
-    s_grid = np.linspace(0, 3.5, 200)
-    for ax, (species, (s, ks)) in zip(axes[0], results_by_species.items()):
-        ax.hist(s, bins=np.linspace(0, 3.5, 50), density=True, color="0.75")
-        ax.plot(s_grid, rmt.wigner_surmise(s_grid, 1), "k-", label=r"$\beta=1$ surmise")
-        ax.plot(s_grid, rmt.poisson_spacing(s_grid), "k:", label="Poisson")
-        ax.set_title(f"{SPECIES_LABEL[species]}: KS D = {ks[0]:.4f}", fontsize=9)
-        ax.set_xlabel(r"$s = S/\langle S\rangle$")
+def _panels(items: list, path: Path, draw, width: float = 4.0) -> Path:
+    """One panel per item side by side, ``draw(ax, item)`` each, saved to ``path``."""
+    fig, axes = plt.subplots(1, len(items), figsize=(width * len(items), 3.4), squeeze=False)
+    for ax, item in zip(axes[0], items):
+        draw(ax, item)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -63,27 +58,40 @@ def spacings(results_by_species: dict, path: Path) -> Path:
     return path
 
 
+def spacings(results_by_species: dict, path: Path) -> Path:
+    """Pooled s = S/⟨S⟩ of each species (``{species: (s, (KS D, p))}``) against the β = 1
+    surmise and Poisson."""
+    grid = np.linspace(0, 3.5, 200)
+
+    def draw(ax, item):
+        species, (s, ks) = item
+        ax.hist(s, bins=np.linspace(0, 3.5, 50), density=True, color="0.75")
+        ax.plot(grid, rmt.wigner_surmise(grid, 1), "k-", label=r"$\beta=1$ surmise")
+        ax.plot(grid, rmt.poisson_spacing(grid), "k:", label="Poisson")
+        ax.set_title(f"{SPECIES_LABEL[species]}: KS D = {ks[0]:.4f}", fontsize=9)
+        ax.set_xlabel(r"$s = S/\langle S\rangle$")
+
+    return _panels(list(results_by_species.items()), path, draw)
+
+
 def semicircles(checks: list, path: Path) -> Path:
     """Pooled centred levels of each species with the predicted semicircle."""
-    fig, axes = plt.subplots(1, len(checks), figsize=(4.0 * len(checks), 3.4), squeeze=False)
-    for ax, c in zip(axes[0], checks):
+
+    def draw(ax, c):
         lim = 1.4 * c.radius
         ax.hist(c.levels, bins=np.linspace(-lim, lim, 60), density=True, color="0.75", label="SGD levels")
         x = np.linspace(-lim, lim, 400)
         ax.plot(x, rmt.semicircle_pdf(x, c.radius), "k-", label=f"semicircle R = {c.radius:.3g}")
         ax.set_title(f"{SPECIES_LABEL[c.species]}, N = {c.n}: KS D = {c.ks_semicircle[0]:.3f}", fontsize=9)
         ax.set_xlabel("level − centre")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+
+    return _panels(checks, path, draw)
 
 
 def level_sde(checks: list, path: Path) -> Path:
     """Stationary level density of SGD and of the integrated level SDE (measured coefficients)."""
-    fig, axes = plt.subplots(1, len(checks), figsize=(4.2 * len(checks), 3.4), squeeze=False)
-    for ax, c in zip(axes[0], checks):
+
+    def draw(ax, c):
         lim = 1.3 * np.max(np.abs(c.sde_levels))
         bins = np.linspace(-lim, lim, 60)
         ax.hist(c.sgd_levels, bins=bins, density=True, color="0.75", label="SGD")
@@ -91,11 +99,8 @@ def level_sde(checks: list, path: Path) -> Path:
                 label=rf"level SDE ($\gamma$={c.gamma:.3g}, D={c.D:.3g})")
         ax.set_title(f"{SPECIES_LABEL[c.species]}: KS D = {c.ks_levels[0]:.3f}", fontsize=9)
         ax.set_xlabel("level − centre")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+
+    return _panels(checks, path, draw, width=4.2)
 
 
 def balance_drift(rows: list, path: Path) -> Path:
@@ -116,7 +121,3 @@ def balance_drift(rows: list, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def pooled_spacing(results, analysis: scaling.ScalingAnalysis) -> np.ndarray:
-    return scaling.pooled_spacings(results, analysis)

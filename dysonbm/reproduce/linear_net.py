@@ -128,8 +128,7 @@ def _wide(results, figs: Path, plots) -> str:
     checks = [semicircle_check(results, 0, sp) for sp in SPECIES]
     n = checks[0].n
     lines = ["## N_in = N_h = N_out = 32: the generalised semicircle and the coupled level SDE", "",
-             f"Results: `{results.path}` — {cfg['replicas']} replicas, {cfg['steps']} steps, {_hp(hp)}, "
-             f"A = {hp.get('noise', 0.1)}, snapshots every {int(results.steps[1] - results.steps[0])} steps, the last "
+             f"Results: `{results.path}` — {cfg['replicas']} replicas, {cfg['steps']} steps, {_hp(hp)}, snapshots every {int(results.steps[1] - results.steps[0])} steps, the last "
              "half pooled.", "",
              "Prediction per layer: levels = s₀ + eig(H), H a GOE matrix with off-diagonal variance τ² = v/2 "
              "(v the exact entry variance of E), density the semicircle of radius 2 sqrt(N τ²); "
@@ -149,20 +148,33 @@ def _wide(results, figs: Path, plots) -> str:
     lines += ["### Coupled level SDE with measured coefficients", "",
               "In τ = α·n each species' levels obey the β = 1 DBM dλ_i = −γ(λ_i − λ*) dτ + D Σ_j dτ/(λ_i − λ_j) + "
               "sqrt(2D) dB_i; the two layers are coupled by the conserved D (λ_i − μ_i = d_i: one bond per level), so "
-              "their increments coincide. γ and D are measured from the SGD centre of mass (an OU process, exact "
+              "at D = 0 their increments coincide. γ and D are measured from the SGD centre of mass (an OU process, exact "
               "transition), the DBM is integrated from all levels at 0 with `dysonbm.dyson.DysonBM` to its stationary "
               "state, and compared with SGD:", "",
-              "| species | γ measured | γ theory (2s₀, ×1) | D measured | D theory (leading order) | "
+              "Theory: γ = 2s₀ and D = 2s₀²αA²/|B| to leading order; the discrete map gives exactly "
+              "γ = −ln(1 − α_e)/α for the mean and D = γ·v (trace mode: Var m = v/N = D/(γN)), v the exact entry "
+              "variance; for σ², D scaled by (2s₀)².", "",
+              "| species | γ measured | γ leading / exact | D measured | D leading / exact | "
               "second moment SGD | SDE | KS D levels | KS D bulk spacings | ⟨r⟩ SGD | ⟨r⟩ SDE |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
+    s0 = sde[0].gamma_pred / 2.0
+    lr_eff = 2.0 * s0 * hp["lr"]
+    gamma_exact = -math.log(1.0 - lr_eff) / hp["lr"]
+    v = 2.0 * checks[0].tau2
     for c in sde:
-        d_pred = c.D_pred * (c.gamma_pred**2 if c.species == "product_sv2" else 1.0)  # (2s₀)² for σ²
-        lines.append(f"| {SPECIES_LABEL[c.species]} | {_fmt(c.gamma, c.gamma_err)} | {c.gamma_pred:.3g} | "
-                     f"{_fmt(c.D, c.D_err)} | {d_pred:.3g} | {_fmt(*c.sgd_second_moment)} | "
+        scale = (2.0 * s0) ** 2 if c.species == "product_sv2" else 1.0
+        lines.append(f"| {SPECIES_LABEL[c.species]} | {_fmt(c.gamma, c.gamma_err)} | {c.gamma_pred:.3g} / "
+                     f"{gamma_exact:.4g} | {_fmt(c.D, c.D_err)} | {scale * c.D_pred:.3g} / {scale * gamma_exact * v:.4g} | "
+                     f"{_fmt(*c.sgd_second_moment)} | "
                      f"{_fmt(*c.sde_second_moment)} | {c.ks_levels[0]:.4f} | {c.ks_spacing[0]:.4f} | "
                      f"{_fmt(*c.sgd_mean_r)} | {_fmt(*c.sde_mean_r)} |")
-    lines += ["", f"Correlation of the one-snapshot increments of the W₁W₁ᵀ and W₂ᵀW₂ levels: {sde[0].cross_corr:.5f} "
-              "(1 for two species bound by a conserved D).", ""]
+    c = sde[0]
+    lines += ["", f"The two layers as one bound pair of species: rms of λ_i − μ_i (W₁W₁ᵀ minus W₂ᵀW₂, level by level) "
+              f"{c.species_gap_rms:.3g}, rms eigenvalue of D {c.balance_rms:.3g}, against a level spread "
+              f"sqrt(⟨(λ − centre)²⟩) = {math.sqrt(c.sgd_second_moment[0]):.3g}; correlation of their "
+              f"one-snapshot increments {c.cross_corr:.4f} (1 at D = 0: the projections of D's random walk on "
+              "the rotating eigenvectors decorrelate them). The W₁W₁ᵀ levels carry D's walk, which the SDE "
+              "(coefficients from the centre of mass, where tr D is conserved) does not; σ² is free of it.", ""]
     fig = [plots.semicircles(checks, figs / "linear_net_semicircle.png"),
            plots.level_sde(sde, figs / "linear_net_level_sde.png")]
     lines += ["### Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in fig]
