@@ -134,7 +134,8 @@ class SemicircleCheck:
     centre_pred: float
     second_moment: float  # ⟨(λ − centre)²⟩ over levels, pooled
     second_moment_err: float
-    second_moment_pred: float  # c² (N + 1) τ² (finite-N GOE)
+    second_moment_pred: float  # c² (N + 1) τ² (finite-N GOE) + D's walk to leading order (layers)
+    second_moment_measured_d: float  # c² (N + 1) τ² + the recorded ⟨tr D²⟩/(4N) (layers)
     ks_semicircle: tuple  # (D, p) against the semicircle of the predicted radius
     ks_goe: tuple  # (D, p) two-sample against exact finite-N GOE levels with the predicted τ²
     mean_r: tuple  # ⟨r⟩ and error (GOE 0.5307)
@@ -168,12 +169,14 @@ def semicircle_check(results, point: int, species: str, start: int | None = None
         jax.random.split(jax.random.key(seed), draws)))
     ks_goe = rmt.ks_2samp(flat, (goe - goe.mean()).ravel())
     mr = rmt.mean_ratio(lv.reshape(-1, n))
-    moment = c * c * (n + 1) * tau2
-    if species != "product_sv2":  # D's random walk: (1/N) E tr(D²)/4 = t·c_D (N − 1)(N + 2)/2
+    moment = moment_measured_d = c * c * (n + 1) * tau2
+    if species != "product_sv2":  # the layer's level matrix is H ± D/2: add (1/N) E tr(D²)/4
         unit = balance_step_var(hp["lr"], hp["batch_size"], hp.get("noise", model.noise), s0, n)[0] / (2 * n)
-        moment += float(np.mean(results.steps[start:])) * unit * (n - 1) * (n + 2) / 2
+        moment += float(np.mean(results.steps[start:])) * unit * (n - 1) * (n + 2) / 2  # leading order
+        balance = np.asarray(results["balance"][point][ok][:, start:], float)
+        moment_measured_d += float(np.mean(balance**2)) / 4  # D as recorded
     return SemicircleCheck(species, n, tau2, c, radius, centre, centre_pred, float(per_rep.mean()),
-                           float(per_rep.std(ddof=1) / math.sqrt(per_rep.size)), moment,
+                           float(per_rep.std(ddof=1) / math.sqrt(per_rep.size)), moment, moment_measured_d,
                            ks_sc, ks_goe, (mr.value, mr.stderr), flat)
 
 
