@@ -27,11 +27,11 @@ from dysonbm.models.linear_net import (
 )
 
 
-def run_sgd(model, lr, batch, replicas, steps, every, seed=0, noise=None):
-    """(params at snapshots, problem): online SGD of ``model``; snapshot axis 1."""
+def run_sgd(model, lr, batch, replicas, steps, every, seed=0, noise=None, tx=optax.sgd, init_std=0.0):
+    """(params at snapshots, problem): online SGD (or ``tx``) of ``model``; snapshot axis 1."""
     problem = model.problem(jax.random.key(seed + 1000))
-    init_fn, step_fn = dbm.sgd(model, optax.sgd)
-    hp = {"lr": lr, "batch_size": batch, "init_std": 0.0, "noise": model.noise if noise is None else noise}
+    init_fn, step_fn = dbm.sgd(model, tx)
+    hp = {"lr": lr, "batch_size": batch, "init_std": init_std, "noise": model.noise if noise is None else noise}
 
     def init(key, hp):
         return init_fn(key, problem, hp)
@@ -184,6 +184,16 @@ def test_teacher_is_a_fixed_point_of_noiseless_gd():
         loss1, grads1, _ = model.loss_and_grad(off, (), batch, jnp.ones(64), None, problem, {"noise": 0.0})
         step = jax.tree_util.tree_map(lambda p, g: p - 0.01 * g, off, grads1)
         assert float(model.loss(step, batch, jnp.ones(64), problem, {})) < float(loss1)
+
+
+@pytest.mark.parametrize("tx", [lambda lr: optax.sgd(lr, momentum=0.9), optax.adam])
+def test_any_optax_transform_trains_both_layers(tx):
+    """From a small random init both layers learn a rank-2 product target (no noise)."""
+    model = LinearNet(n_in=4, n_hidden=3, n_out=3, teacher="product", teacher_hidden=2, noise=0.0)
+    params, problem = run_sgd(model, 0.02, 16, replicas=4, steps=600, every=600, tx=tx, init_std=0.3)
+    err = np.einsum("rtij,rtjk->rtik", params["w2"], params["w1"]) - problem["teacher"]
+    start, end = (np.sum(err[:, k] ** 2, axis=(1, 2)) for k in (0, -1))
+    assert np.all(end < 1e-4 * start), (start, end)
 
 
 def test_gradient_is_that_of_the_objective():

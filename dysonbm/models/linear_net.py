@@ -47,6 +47,11 @@ Theory (derivation; checked in tests/test_linear_net.py and `dbm reproduce linea
    (``stationary_entry_var``): entries of E i.i.d. with variance v; stable iff
    α_e (1 + (N+1)/|B|) < 2.
 
+   Mean. At second order E has a mean μ·1 (balanced square point): the α²GMᵀG term gives
+   +α²s₀(A²/|B| + v) per step, and P − s₀ ≈ Q − s₀ ≈ sym Ẽ, correlated with E, give
+   −α E[sym(Ẽ)Ẽ + Ẽ sym(Ẽ)] = −α(N + 1)v; so μ = α(A²/|B| + v)/2 − (N + 1)v/(2s₀), negative
+   for N ≳ 2 (``linear_net_analysis.predicted_centre``; measured at N = 32 to 4·10⁻⁵).
+
 3. Zero modes. The kernel of (δW₁, δW₂) ↦ W₂*δW₁ + δW₂W₁* is the symmetry orbit
    δW₁ = X W₁*, δW₂ = −W₂* X (X ∈ gl(N_h), N_h ≤ rank): the linearised dynamics has no restoring
    force there. Its antisymmetric part (W₁ → O W₁, W₂ → W₂ Oᵀ) rotates both Gram matrices and
@@ -55,7 +60,9 @@ Theory (derivation; checked in tests/test_linear_net.py and `dbm reproduce linea
    spectra are slaved to the product's through the conserved D₀ of the start. Beyond linear
    order D random-walks: at a balanced square point, with G ≈ −Aā, ΔD = α² s₀ A² R(āāᵀ − āᵀā)Rᵀ,
    of mean zero and variance (per step) α⁴s₀²A⁴·2N/|B|² off the diagonal, 4(N−1)α⁴s₀²A⁴/|B|² on
-   it (``balance_step_var``), to leading order in α; for N_in ≠ N_out its mean
+   it (``balance_step_var``), to leading order in α (the cross terms of Aā with E C_B and the
+   correlation with later E Eᵀ terms add O(α_e): measured 1.23× at α_e = 0.1, 1.5× at 0.2, N = 2);
+   for N_in ≠ N_out its mean
    α²A²/|B| (N_in W₂ᵀW₂ − N_out W₁W₁ᵀ) pulls D to N_out W₁W₁ᵀ = N_in W₂ᵀW₂. Both act on the slow
    time |B|/(α²A²N s₀) steps (8·10⁴ at α = 0.1, A = 0.1, |B| = 16, N = 2), so over a run D stays
    D₀ up to a random walk whose variance is O(α) of the levels' (the `balance_drift` observable
@@ -72,16 +79,19 @@ Theory (derivation; checked in tests/test_linear_net.py and `dbm reproduce linea
    layer, ⟨S⟩ = sqrt(2π) τ ∝ sqrt(α s₀ A²/|B|) for N = 2 (Gaussian (u, v) with the exact
    covariance, as `teacher_student.stationary_mean_spacing`), a semicircle of radius
    R = 2 sqrt(N τ²) (per-layer levels) about s₀ for large N, and for the product's squared
-   singular values σ² ≈ s₀² + 2s₀ δσ the same laws scaled by 2s₀.
+   singular values σ² ≈ s₀² + 2s₀ δσ the same laws scaled by 2s₀. Beyond linear order the layer
+   level matrix is sym Ẽ ± D/2 (layer 1, layer 2): D's slow walk adds (1/N)E tr D²/4 to the
+   layers' second moment (1% at N = 32 after 400 steps) and nothing to the product's.
 
-5. Coupled level equations. Over a time dτ = α dn the product's singular values near s₀ perform
-   a DBM with restoring force −2s₀ δσ (rate α_e per step), repulsion τ_eff Σ 1/(σ_i − σ_j) and
-   noise; the layer levels follow λ_k = f(σ_k, d_k), μ_k = λ_k − d_k, so the two species move
-   together: dλ_i = dμ_i, each with the drift −2s₀ (λ_i − λ_i*) c_i and the Coulomb term
-   c_i² D Σ_j 1/(λ_i − λ_j) (c_i = 2σ_i/sqrt(d_i² + 4σ_i²); the cross-species interaction is the
-   constraint λ_i − μ_i = d_i, an infinitely stiff bond). The stationary Coulomb gas of each
-   species is the β = 1 gas with quadratic potential: the semicircle of 4. (generalised by the
-   factor c_i for an unbalanced start).
+5. Coupled level equations. In τ = α·n the level matrix s₀ + sym Ẽ is a GOE Ornstein–Uhlenbeck
+   process (rate γ = 2s₀, off-diagonal noise D = 2s₀²αA²/|B| to leading order; exactly, for the
+   discrete map, γ = −ln(1 − α_e)/α and D = γv), so the product's singular values near s₀ obey
+   the β = 1 DBM dσ_i = −γ(σ_i − s₀)dτ + D Σ_j dτ/(σ_i − σ_j) + sqrt(2D) dB_i. The layer levels
+   follow λ_i = f(σ_i, d_i), μ_i = λ_i − d_i: two species bound level by level by the conserved
+   D (an infinitely stiff bond λ_i − μ_i = d_i), each with drift −γ c_i(λ_i − λ_i*), Coulomb
+   weight c_i² D and noise c_i² D, c_i = 2σ_i/sqrt(d_i² + 4σ_i²) (1 balanced). The stationary
+   gas of each species is the β = 1 gas in a quadratic potential: the semicircle of 4., scaled
+   by c_i (the generalised semicircle) for an unbalanced start.
 """
 
 from __future__ import annotations
