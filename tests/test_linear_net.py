@@ -66,6 +66,29 @@ def test_isotropic_closed_form_is_the_general_solve(lr, batch, n):
                                rtol=1e-9, atol=1e-15)
 
 
+def test_pair_spacing_from_the_general_solve_is_the_closed_form():
+    """The report's ⟨S⟩ (Gaussian (u, v) from the dense solve) equals sqrt(2π τ²) at N = 2, and
+    D's walk enters as an isotropic variance of (u, v)."""
+    from dysonbm.linear_net_analysis import pair_mean_spacing
+
+    for lr, batch in ((0.1, 16), (0.3, 4)):
+        want = layer_mean_spacing(lr, batch, 0.1, 1.0)
+        assert pair_mean_spacing(lr, batch, 0.1, (1.0, 1.0), (0, 1)) == pytest.approx(want, rel=1e-9)
+        tau2 = want**2 / (2 * math.pi)
+        assert pair_mean_spacing(lr, batch, 0.1, (1.0, 1.0), (0, 1), balance_var=0.2 * tau2) == pytest.approx(
+            math.sqrt(2 * math.pi * 1.05 * tau2), rel=1e-9)  # (u, v) have variance 4τ² each
+
+
+def test_full_reproduction_configs_load():
+    from dysonbm import config, presets
+    from dysonbm.reproduce import linear_net
+
+    for name in ("linear_net_quick", "linear_net_pairs", "linear_net_wide"):
+        assert config.load(presets.path(name)).model == "linear_net"
+    cfg = config.load(presets.path("linear_net_wide"), {k: v for k, v in linear_net.WIDE_FULL.items()})
+    assert cfg.replicas == linear_net.WIDE_FULL["replicas"]
+
+
 def test_no_stationary_state_raises():
     with pytest.raises(ValueError, match="no stationary state"):
         stationary_entry_var(1.0, 4, 0.1, 1.0, 2)
@@ -203,8 +226,8 @@ def test_gradient_is_that_of_the_objective():
     batch = jax.vmap(lambda k: model.sample(k, problem))(jax.random.split(jax.random.key(2), 6))
     mask = jnp.array([1.0, 1, 1, 1, 0, 0])
     hp = {"noise": 0.3}
-    _, grads, _ = model.loss_and_grad(params, (), batch, mask, None, problem, hp)
-    want = jax.grad(model.objective)(params, batch, mask, problem, hp)
+    _, grads, _ = jax.jit(model.loss_and_grad)(params, (), batch, mask, None, problem, hp)
+    want = jax.jit(jax.grad(model.objective))(params, batch, mask, problem, hp)
     for k in ("w1", "w2"):
         np.testing.assert_allclose(grads[k], want[k], rtol=1e-5, atol=1e-6)
 
