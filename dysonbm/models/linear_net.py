@@ -197,13 +197,17 @@ def stationary_covariance(lr, batch_size, noise, w1, w2):
     if n > MAX_GENERAL:
         raise ValueError(f"N_out·N_in = {n}: more than {MAX_GENERAL} for the dense second-moment solve")
     t, q = second_moment_map(lr, batch_size, noise, w1, w2)
-    rho = np.max(np.abs(np.linalg.eigvals(t)))
-    reached = np.abs(q) > 0
-    # unreached directions carry eigenvalue 1 (no restoring force, no noise): solve on the rest
-    a = np.eye(n * n) - t
-    sol, *_ = np.linalg.lstsq(a, q, rcond=None)
-    if rho > 1.0 + 1e-9 or not np.all(np.isfinite(sol)) or (reached.any() and np.max(np.abs(a @ sol - q)) > 1e-8 * np.max(np.abs(q))):
+    # the update moves E only within the range of L₁ = P⊗1 + 1⊗Q (the tangent image): solve there
+    w1, w2 = np.asarray(w1, float), np.asarray(w2, float)
+    l1 = np.kron(w2 @ w2.T, np.eye(w1.shape[1])) + np.kron(np.eye(w2.shape[0]), w1.T @ w1)
+    lam, vec = np.linalg.eigh(l1)
+    b = vec[:, lam > 1e-10 * max(lam.max(), 1e-300)]
+    bb = np.kron(b, b)
+    t_b, q_b = bb.T @ t @ bb, bb.T @ q
+    rho = np.max(np.abs(np.linalg.eigvals(t_b))) if t_b.size else 0.0
+    if not rho < 1.0:
         raise ValueError(f"lr = {lr:g}, batch_size = {batch_size:g}: no stationary state (spectral radius {rho:.4g})")
+    sol = bb @ np.linalg.solve(np.eye(t_b.shape[0]) - t_b, q_b)
     sigma = sol.reshape(n, n)
     return 0.5 * (sigma + sigma.T)
 
