@@ -241,9 +241,10 @@ def test_bad_settings_name_the_field():
             LinearNet(**kw)
 
 
-@pytest.mark.parametrize("protocol, ensemble", [("online", {"problem": "point"}),
-                                                ("fixed", {"problem": "replica", "inputs": "run", "noise": "point"})])
-def test_runner_records_both_layers(tmp_path, write_config, protocol, ensemble):
+def test_runner_records_both_layers(tmp_path, write_config, protocol="fixed",
+                                    ensemble={"problem": "replica", "inputs": "run", "noise": "point"}):  # noqa: B006
+    """Through the runner (a finite dataset, the teacher per replica; the online protocol runs in
+    the slow tests' presets)."""
     data = 'protocol = "online"' if protocol == "online" else 'protocol = "fixed"\nn_data = 32'
     ens = "\n".join(f'{k} = "{v}"' for k, v in ensemble.items())
     cfg = write_config(f"""
