@@ -20,7 +20,7 @@ from dysonbm.analysis import langevin_comparison, level_sde, phases, rmt, scalin
 from dysonbm.config import Config, ConfigError
 from dysonbm.engine import Trajectory, simulate
 from dysonbm.io import Results, load
-from dysonbm.models import GaussianRBM, Multilayer, TeacherStudent
+from dysonbm.models import GaussianRBM, LinearNet, Multilayer, TeacherStudent
 from dysonbm.sde import DysonBM, MatrixDBM, MatrixWishart, WishartProcess, temperature
 
 # last: importing the submodule `dysonbm.sgd` sets the package attribute `sgd` to the module;

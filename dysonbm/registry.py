@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from dysonbm.models import GaussianRBM, Multilayer, TeacherStudent
+from dysonbm.models import GaussianRBM, LinearNet, Multilayer, TeacherStudent
 from dysonbm.sde import DysonBM, MatrixDBM, MatrixWishart, Process, WishartProcess
 from dysonbm.values import HP_BASE, RUNNER_SET, ConfigError, coerce, freeze
 
-MODELS: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM)}
+MODELS: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM, LinearNet)}
 # eigenvalue SDEs run through the same runner (`[model] name = "dyson"`, ...)
 PROCESSES: dict[str, type] = {"dyson": DysonBM, "wishart": WishartProcess, "matrix_dyson": MatrixDBM,
                               "matrix_wishart": MatrixWishart}
