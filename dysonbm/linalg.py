@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 
-def _per_matrix(fn):
+def per_matrix(fn):
     sequential = jax.custom_batching.sequential_vmap(fn)
 
     def call(x):
@@ -24,25 +24,25 @@ def _per_matrix(fn):
     return call
 
 
-@_per_matrix
+@per_matrix
 def eigh(x):
     """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""
     return jnp.linalg.eigh(x)
 
 
-@_per_matrix
+@per_matrix
 def eigvalsh(x):
     """Eigenvalues (ascending) of a symmetric matrix."""
     return jnp.linalg.eigvalsh(x)
 
 
-@_per_matrix
+@per_matrix
 def svdvals(x):
     """Singular values (descending)."""
     return jnp.linalg.svd(x, compute_uv=False)
 
 
-@_per_matrix
+@per_matrix
 def _cholesky(x):
     return jnp.linalg.cholesky(x, symmetrize_input=False)
 

@@ -112,8 +112,8 @@ STARTS = ("random", "teacher")
 
 
 # one matrix per LAPACK call under vmap on CPU (`dysonbm.linalg`: batched kernels can deadlock)
-_svd = linalg._per_matrix(lambda x: jnp.linalg.svd(x, full_matrices=False))
-_qr = linalg._per_matrix(lambda x: jnp.linalg.qr(x))
+_svd = linalg.per_matrix(lambda x: jnp.linalg.svd(x, full_matrices=False))
+_qr = linalg.per_matrix(lambda x: jnp.linalg.qr(x))
 
 
 def haar_orthogonal(key, n: int, dtype):
