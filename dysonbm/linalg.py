@@ -15,6 +15,8 @@ from jax.scipy.linalg import solve_triangular
 
 
 def per_matrix(fn):
+    """``fn`` of one matrix, batched under ``vmap`` as a loop of single-matrix calls on CPU
+    (module docstring) and as the batched library call elsewhere."""
     sequential = jax.custom_batching.sequential_vmap(fn)
 
     def call(x):
