@@ -32,6 +32,7 @@ _NAMES = {
     "sgd": "sgd_kernel", "Bounds": "sgd_kernel",
     "simulate": "engine", "Trajectory": "engine",
     "TeacherStudent": "models.teacher_student", "Multilayer": "models.multilayer", "GaussianRBM": "models.gaussian_rbm",
+    "Transformer": "models.transformer",
     "DysonBM": "dyson", "WishartProcess": "dyson", "MatrixDBM": "dyson", "MatrixWishart": "dyson",
 }
 
