@@ -45,7 +45,7 @@ def _replicas(model, count, init_std=0.02, seed=0):
     problem = model.problem(jax.random.key(0))
     hp = {**HP, "init_std": init_std}
     keys = jax.random.split(jax.random.key(seed), count)
-    return problem, jax.vmap(lambda k: model.init(k, problem, hp)[0])(keys)
+    return problem, jax.jit(jax.vmap(lambda k: model.init(k, problem, hp)[0]))(keys)
 
 
 def test_changing_a_future_token_leaves_earlier_logits_exactly_unchanged():
@@ -53,10 +53,11 @@ def test_changing_a_future_token_leaves_earlier_logits_exactly_unchanged():
     problem, params = _replicas(model, 1, init_std=0.3)  # a wide init: attention far from uniform
     params = jax.tree_util.tree_map(lambda a: a[0], params)
     tokens = jax.random.randint(jax.random.key(3), (12,), 0, model.vocab)
-    base = np.asarray(model.logits(params, tokens))
+    logits_of = jax.jit(model.logits)
+    base = np.asarray(logits_of(params, tokens))
     for j in (0, 5, 11):
         changed = tokens.at[j].set((tokens[j] + 1) % model.vocab)
-        logits = np.asarray(model.logits(params, changed))
+        logits = np.asarray(logits_of(params, changed))
         np.testing.assert_array_equal(logits[:j], base[:j])  # bit for bit
         assert np.all(np.any(logits[j:] != base[j:], axis=-1)), j  # the change reaches every later position
 
@@ -66,9 +67,9 @@ def test_loss_at_init_matches_log_vocab_to_second_order():
     s² = dσ² (`Transformer.init_loss`), within 5 standard errors over replicas plus the two
     neglected terms: O(s⁴/V) and LayerNorm's ε, which shrinks |h|² = d by ε/(Var x + ε) with
     Var x ≈ 2σ² at init (token plus position embedding)."""
-    model = Transformer(corpus_chars=20000)
+    model = Transformer(corpus_chars=20000, n_eval=16)
     problem, params = _replicas(model, 48)
-    bits = np.asarray(jax.vmap(lambda p: model.bits(p, problem, "val"))(params)) * math.log(2.0)
+    bits = np.asarray(jax.jit(jax.vmap(lambda p: model.bits(p, problem, "val")))(params)) * math.log(2.0)
     s2 = model.d_model * 0.02**2
     want = model.init_loss(0.02)
     tol = 5 * bits.std(ddof=1) / math.sqrt(bits.size) + s2**2 / model.vocab + 0.5 * s2 * 1e-5 / (2 * 0.02**2)
@@ -85,7 +86,7 @@ def test_key_spectrum_at_init_is_marchenko_pastur():
     model = Transformer(layers=2, heads=4, d_model=64, corpus_chars=20000)
     sigma = 0.05
     _, params = _replicas(model, 64, init_std=sigma)
-    eigs = np.asarray(jax.vmap(model.spectra_of)(params)["key_eigs"], float)  # (R, L, H, m)
+    eigs = np.asarray(jax.jit(jax.vmap(model.spectra_of))(params)["key_eigs"], float)  # (R, L, H, m)
     s2, c, n = model.mp_reference("key", sigma)
     m = eigs.shape[-1]
     assert (m, c) == (model.d_head, model.d_head / model.d_model)
