@@ -122,7 +122,7 @@ def scaling(an: ts.Analysis, path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     for p, pt in enumerate(an.points):
         t, kw = pt.temperature, dict(color=f"C{p % 10}", marker="os^Dv<>"[p % 7], label=_label(pt.hp))
-        axes[0].errorbar(t, pt.end.fit.sigma2 / pt.init.sigma2, pt.end.fit.sigma2_err / pt.init.sigma2, **kw)
+        axes[0].errorbar(t, pt.end.fit.sigma2 / pt.init.sigma2, pt.end.sigma2_err / pt.init.sigma2, **kw)
         if pt.end.tail:
             axes[1].errorbar(t, pt.end.tail.alpha, pt.end.tail.alpha_err, **kw)
         axes[2].errorbar(t, pt.end.r, pt.end.r_err, **kw)

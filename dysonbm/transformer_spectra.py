@@ -35,6 +35,7 @@ class Snapshot(NamedTuple):
     """Pooled statistics of one kind's levels at one point and snapshot."""
 
     fit: spectrum.MPFit  # c fixed at the matrices' aspect ratio
+    sigma2_err: float  # of fit.sigma2: the larger of the fit's and the spread over replicas
     outliers_per_matrix: float
     matrices_with_outliers: float  # fraction
     tail: spectrum.TailFit | None  # None when too few levels
@@ -93,12 +94,23 @@ def snapshot_stats(x: np.ndarray, n: int, c: float, groups: int) -> Snapshot:
         tail = spectrum.tail_exponent(pooled)
     except ValueError:
         tail = None
+    sigma2_err = max(fit.sigma2_err, replica_spread(x, n, c, groups))
     r = spectrum.spacing_ratio(x)
     s = unfolded_spacings(x, groups)
     ks_goe = rmt.ks_statistic(s, "surmise1") if s.size else float("nan")
     ks_poisson = rmt.ks_statistic(s, "poisson") if s.size else float("nan")
-    return Snapshot(fit, float(per_matrix.mean()), float((per_matrix > 0).mean()), tail,
+    return Snapshot(fit, sigma2_err, float(per_matrix.mean()), float((per_matrix > 0).mean()), tail,
                     float(r.value), float(r.stderr), ks_goe, ks_poisson, s)
+
+
+def replica_spread(x: np.ndarray, n: int, c: float, groups: int) -> float:
+    """Standard error of the pooled σ² from the scatter of the replicas' own fits (each over
+    its ``groups`` matrices): trained replicas differ by more than the sampling of one law."""
+    per = x.reshape(-1, groups * x.shape[-1])
+    if per.shape[0] < 2:
+        return 0.0
+    s2 = np.array([spectrum.mp_fit(row, n, c=c).sigma2 for row in per])
+    return float(s2.std(ddof=1) / math.sqrt(s2.size))
 
 
 def init_law(x: np.ndarray, sigma2: float, c: float, n: int) -> InitLaw:
@@ -170,7 +182,7 @@ def equal_temperature(points: list) -> list:
             if math.isclose(pa.temperature, pb.temperature, rel_tol=1e-9) and pa.hp["lr"] != pb.hp["lr"]:
                 fa, fb = pa.end.fit, pb.end.fit
                 ratio = fb.sigma2 / fa.sigma2
-                err = ratio * math.hypot(fa.sigma2_err / fa.sigma2, fb.sigma2_err / fb.sigma2)
+                err = ratio * math.hypot(pa.end.sigma2_err / fa.sigma2, pb.end.sigma2_err / fb.sigma2)
                 out.append((a, b, ratio, err))
     return out
 

@@ -35,7 +35,7 @@ def _hp(hp: dict, cell: bool = False) -> str:
 
 
 def _snapshot_json(s: ts.Snapshot) -> dict:
-    return {"mp_sigma2": s.fit.sigma2, "mp_sigma2_err": s.fit.sigma2_err, "mp_edges": [s.fit.edge_lo, s.fit.edge_hi],
+    return {"mp_sigma2": s.fit.sigma2, "mp_sigma2_err": s.sigma2_err, "mp_edges": [s.fit.edge_lo, s.fit.edge_hi],
             "mp_explained": s.fit.explained, "mp_ks": s.fit.ks, "outliers_per_matrix": s.outliers_per_matrix,
             "matrices_with_outliers": s.matrices_with_outliers,
             "tail_exponent": s.tail.alpha if s.tail else None, "tail_exponent_err": s.tail.alpha_err if s.tail else None,
@@ -97,7 +97,8 @@ def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str)
               f"{float((1 + math.sqrt(law.c)) ** 2 * law.sigma2):.4g}]; with {round(an.c * an.n)} levels per matrix "
               "the edges are soft on the Tracy–Widom scale, which the KS distances include.", "",
               "## At the end: bulk, outliers, tail, local statistics", "",
-              "Bulk: MP fitted to the central 80% of the pooled levels (c fixed). Outliers: levels above the fitted "
+              "Bulk: MP fitted to the central 80% of the pooled levels (c fixed; error: the larger of the fit's and the "
+              "scatter of the replicas' own fits). Outliers: levels above the fitted "
               "edge plus the Tracy–Widom margin, per matrix. Tail: ρ(λ) ∝ λ^−a above a KS-chosen λ_min (maximum "
               "likelihood). Spacings: unfolded per layer and head by the counting function pooled over replicas; "
               f"⟨r⟩ over matrices (GOE {0.5307}, Poisson {0.3863}).", "",
@@ -106,7 +107,7 @@ def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str)
     for pt in an.points:
         s, e = pt.start, pt.end
         tail = _fmt(e.tail.alpha, e.tail.alpha_err, 3) if e.tail else "–"
-        lines.append(f"| {_hp(pt.hp, True)} | {pt.temperature:.3g} | {s.fit.sigma2:.3g} → {_fmt(e.fit.sigma2, e.fit.sigma2_err, 3)} | "
+        lines.append(f"| {_hp(pt.hp, True)} | {pt.temperature:.3g} | {s.fit.sigma2:.3g} → {_fmt(e.fit.sigma2, e.sigma2_err, 3)} | "
                      f"{e.fit.sigma2 / pt.init.sigma2:.3f} | {e.outliers_per_matrix:.2f} ({e.matrices_with_outliers:.0%} of matrices) | "
                      f"{tail} | {_fmt(s.r, s.r_err, 3)} → {_fmt(e.r, e.r_err, 3)} | {e.ks_goe:.3f} / {e.ks_poisson:.3f} |")
     lines += ["", "## Linear scaling: does the bulk width follow α/|B|?", ""]
@@ -119,8 +120,9 @@ def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str)
             lines.append(f"- {_hp(an.points[a].hp)} vs {_hp(an.points[b].hp)}: σ²_b/σ²_a = {_fmt(r, err)} "
                          f"({z:+.1f} standard errors from 1; α_b/α_a = {ratio_lr:g})")
         ok = all(abs(r - 1) < 3 * e for _, _, r, e in an.equal_temperature)
-        lines += ["", "The bulk width " + ("is consistent with" if ok else "does not follow")
-                  + " the linear scaling rule at these points (within 3 standard errors)."
+        lines += ["", "The bulk width " + ("is consistent with the linear scaling rule at these points (ratio within 3 "
+                                            "standard errors of 1)." if ok else "does not follow the linear scaling "
+                                            "rule at these points (ratio more than 3 standard errors from 1).")
                   + " Under Adam the size of a step is set by α (the gradient is divided by its running RMS), "
                   "so the rule derived for SGD (SCIENCE.md §1) need not hold; compare the ratio with α_b/α_a."]
     else:
