@@ -35,6 +35,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_dyson.py
+	$(PY) benchmarks/bench_transformer.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

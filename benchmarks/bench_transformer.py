@@ -1,6 +1,6 @@
 """Transformer training throughput: vmapped replicas against one replica in a plain loop.
 
-    python benchmarks/bench_transformer.py              # R = 1, 16, 64; 20 steps each
+    python benchmarks/bench_transformer.py              # R = 1, 16, 64; 40 steps each
     python benchmarks/bench_transformer.py --steps 10 --replicas 1 16
 
 Workload: the default `Transformer` (2 layers, 4 heads, d = 64, context 32) under AdamW
@@ -89,7 +89,7 @@ def loop_seconds(model, tx, steps: int, repeats: int) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)

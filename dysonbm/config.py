@@ -501,10 +501,10 @@ def _check_optimizer_hyperparameters(cfg: Config) -> None:
             raise ConfigError("train.optimizer", cfg.train.optimizer, f"needs a model with a {name} setting, not {cfg.model!r}")
     for owner, names in OPTIMIZER_HYPERPARAMETERS.items():
         for name in set(names) - set(wanted):
-            given = [f"model.{name}"] * (name in cfg.model_params) + [f"sweep.{name}" for b in cfg.sweeps if name in b]
+            given = [(f"model.{name}", cfg.model_params[name])] if name in cfg.model_params else []
+            given += [(f"sweep.{name}", list(b[name])) for b in cfg.sweeps if name in b]
             if given:
-                raise ConfigError(given[0], cfg.model_params.get(name), f"read only by train.optimizer = {owner!r} "
-                                  f"(this config: {cfg.train.optimizer!r})")
+                raise ConfigError(*given[0], f"read only by train.optimizer = {owner!r} (this config: {cfg.train.optimizer!r})")
 
 
 def validate(cfg: Config) -> None:

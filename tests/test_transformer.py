@@ -106,12 +106,15 @@ def test_key_spectrum_at_init_is_marchenko_pastur():
     assert abs(fit.sigma2 - s2) < 5 * fit.sigma2_err + 0.02 * s2
 
 
-def _run(write_config, tmp_path, text=TINY, **overrides):
-    return dbm.run(write_config(text), out=tmp_path / "run", overwrite=True, **overrides)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    (path / "tiny.toml").write_text(TINY)
+    return dbm.run(path / "tiny.toml", out=path / "run", run__chunk_size=4)
 
 
-def test_replicas_are_bit_identical_whatever_the_chunking(write_config, tmp_path):
-    whole = dbm.run(write_config(TINY), out=tmp_path / "a", run__chunk_size=4)
+def test_replicas_are_bit_identical_whatever_the_chunking(tiny_run, write_config, tmp_path):
+    whole = tiny_run
     chunks = dbm.run(write_config(TINY), out=tmp_path / "b", run__chunk_size=2)
     names = ["val_bits", "train_bits", "key_eigs", "test_loss", "train_loss", "grad_norm", "svals"]
     for name in names:
@@ -196,3 +199,25 @@ def test_adamw_weight_decay_is_per_replica():
 
     u = np.asarray(jax.vmap(one)(wds))
     np.testing.assert_allclose(u, [[0, 0, 0], [-0.05] * 3], atol=1e-7)
+
+
+def test_report_of_an_untrained_run_says_failed(tiny_run, tmp_path):
+    """Four steps learn nothing: the report must say so, with both numbers, and still analyse
+    the spectra (MP at init with the exact σ² = init_std², c = 1/heads)."""
+    import json
+
+    from dysonbm import transformer_plots
+    from dysonbm import transformer_spectra as ts
+    from dysonbm.reproduce import transformer as rep
+
+    an = ts.analyse(tiny_run)
+    assert not an.passed
+    assert an.unigram_bits == Transformer(layers=1, heads=2, d_model=16, context=8, corpus_chars=20000).encoded().unigram_bits
+    assert an.points[0].init.sigma2 == pytest.approx(0.02**2) and an.c == 0.5
+    figures = transformer_plots.plot_all(tiny_run, an, tmp_path / "figures")
+    assert all(f.is_file() for f in figures)
+    text = rep.report_markdown(tiny_run, an, figures, 1.0, "tiny", tmp_path)
+    assert "FAILED" in text and f"{an.unigram_bits:.3f} bits/char" in text
+    assert f"{an.points[0].val_bits:.4g}" in text and "](figures/key_esd_init.png)" in text
+    data = json.loads(json.dumps(rep.report_json(tiny_run, an, 1.0), default=float))
+    assert data["passed"] is False and data["points"][0]["val_bits"] > data["unigram_bits"] - ts.MARGIN_BITS

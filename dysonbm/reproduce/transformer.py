@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def report_json(results, an: ts.Analysis, wall: float) -> dict:
     }
 
 
-def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str) -> str:
+def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str, root: Path | None = None) -> str:
+    """The markdown report; figure links are relative to ``root`` (the report's folder,
+    default: the results' parent)."""
     cfg = results.config
     model = ts.model_of(results)
     source = f"`{model.text}`" if model.text else f"generated (seed {model.corpus_seed}, {model.corpus_chars} characters)"
@@ -127,7 +130,8 @@ def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str)
                   "so the rule derived for SGD (SCIENCE.md §1) need not hold; compare the ratio with α_b/α_a."]
     else:
         lines.append("No two points share α/|B| with different α: see the figure below for the trend.")
-    lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({Path(f).relative_to(results.path.parent)})" for f in figures]
+    root = Path(root if root is not None else results.path.parent)
+    lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({os.path.relpath(f, root)})" for f in figures]
     return "\n".join(lines) + "\n"
 
 
@@ -146,5 +150,5 @@ def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = F
     wall = time.perf_counter() - t0
     (out / "report.json").write_text(json.dumps(report_json(results, an, wall), indent=1, default=float))
     report = out / "report.md"
-    report.write_text(report_markdown(results, an, figures, wall, preset))
+    report.write_text(report_markdown(results, an, figures, wall, preset, out))
     return report
