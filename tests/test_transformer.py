@@ -183,6 +183,11 @@ def test_weight_decay_needs_adamw(write_config):
                                               "n_eval = 8\n", "")))
 
 
+def test_negative_weight_decay_in_a_sweep_is_refused(write_config):
+    with pytest.raises(dbm.ConfigError, match="weight_decay = -0.1"):
+        dbm.config.load(write_config(TINY + "[[sweep]]\nweight_decay = [0.1, -0.1]\n"))
+
+
 def test_adamw_weight_decay_is_per_replica():
     """Two replicas differing only in weight decay: with zero gradient signal beyond the
     decay (lr·wd per step), the decoupled decay shrinks the parameters by (1 − lr·wd)."""

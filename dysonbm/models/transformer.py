@@ -69,7 +69,7 @@ class Transformer(Model):
     heads: int = 4
     d_model: int = 64
     context: int = 32
-    weight_decay: float = 0.1
+    weight_decay: float = 0.0  # AdamW's; the presets use 0.1
     spectra: tuple = ("key",)
     val_fraction: float = 0.1
     n_eval: int = 64  # fixed windows for the validation and training losses at snapshots
@@ -96,6 +96,11 @@ class Transformer(Model):
         if self.n_train - self.context - 1 < 1 or n - self.n_train < self.context + 1:
             raise ValueError(f"model.context = {self.context}: the corpus ({n} characters) is too short for "
                              f"training and validation windows of {self.context + 1} characters")
+
+    def validate(self, point: dict) -> None:
+        """A grid point's per-replica settings (`dysonbm.config.grid_points`)."""
+        if point["weight_decay"] < 0:
+            raise ValueError(f"weight_decay = {point['weight_decay']!r}: must not be negative")
 
     # -- corpus ---------------------------------------------------------------------------
     def encoded(self) -> corpora.Encoded:
@@ -173,8 +178,9 @@ class Transformer(Model):
         return loss, grads, aux
 
     def trained_matrix(self, params):
-        """The first layer's Key matrix (d × d, all heads side by side)."""
-        return params["wk"][0]
+        """The Key matrix of the first layer's first head (d × d/H): the engine's ``svals``
+        are sqrt(d) times the square roots of its ``key_eigs``."""
+        return params["wk"][0][:, : self.d_head]
 
     # -- snapshots ------------------------------------------------------------------------
     def eval_windows(self, problem, part: str):
