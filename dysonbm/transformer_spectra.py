@@ -70,9 +70,15 @@ def levels(results, kind: str, point: int, snapshot: int) -> np.ndarray:
 
 def unfolded_spacings(x: np.ndarray, groups: int) -> np.ndarray:
     """Spacings of ``x`` (matrices, m) after unfolding each of ``groups`` interleaved groups of
-    matrices (the layer × head slots) by its pooled counting function; mean one per group."""
+    matrices (the layer × head slots) by its pooled counting function; mean one per group.
+
+    The counting function is fitted to ``ln λ`` less each matrix's mean ``ln λ``: after training
+    the replicas' spectra spread over decades with scales of their own, and a staircase pooled
+    in λ itself mixes those scales into the spacings (Poisson-like where the levels are
+    Wigner-like). A smooth monotone map per spectrum leaves the local statistics alone."""
     out = []
-    per = x.reshape(-1, groups, x.shape[-1])  # (R, slots, m)
+    logs = np.log(np.maximum(x, np.finfo(float).tiny))
+    per = (logs - logs.mean(axis=1, keepdims=True)).reshape(-1, groups, x.shape[-1])  # (R, slots, m)
     edge = max(1, x.shape[-1] // 16)
     for g in range(groups):
         e = rmt.unfold(per[:, g], method="poly", degree=min(9, x.shape[-1] // 2), edge=edge)

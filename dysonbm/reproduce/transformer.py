@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -151,4 +152,9 @@ def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = F
     (out / "report.json").write_text(json.dumps(report_json(results, an, wall), indent=1, default=float))
     report = out / "report.md"
     report.write_text(report_markdown(results, an, figures, wall, preset, out))
+    if not an.passed:
+        worst = max(pt.val_bits for pt in an.points)
+        print(f"dbm: warning: FAILED: validation loss {worst:.3f} bits/char is not {ts.MARGIN_BITS:g} bit below the "
+              f"unigram entropy {an.unigram_bits:.3f}; the spectra describe an untrained network ({report})",
+              file=sys.stderr)
     return report
