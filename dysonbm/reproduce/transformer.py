@@ -104,7 +104,8 @@ def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str,
               "Bulk: MP fitted to the central 80% of the pooled levels (c fixed; error: the larger of the fit's and the "
               "scatter of the replicas' own fits). Outliers: levels above the fitted "
               "edge plus the Tracy–Widom margin, per matrix. Tail: ρ(λ) ∝ λ^−a above a KS-chosen λ_min (maximum "
-              "likelihood). Spacings: unfolded per layer and head by the counting function pooled over replicas; "
+              "likelihood). Spacings: unfolded per layer and head by the counting function of ln λ (less each "
+              "matrix's mean ln λ) pooled over replicas; "
               f"⟨r⟩ over matrices (GOE {0.5307}, Poisson {0.3863}).", "",
               "| point | α/\\|B\\| | σ² start → end | σ²_end/σ²_init | outliers/matrix | tail a | ⟨r⟩ start → end | "
               "KS s vs β=1 / Poisson (end) |", "|---|---|---|---|---|---|---|---|"]
