@@ -498,13 +498,15 @@ def _check_optimizer_hyperparameters(cfg: Config) -> None:
     wanted = OPTIMIZER_HYPERPARAMETERS.get(cfg.train.optimizer, ())
     for name in wanted:
         if name not in sweepable:
-            raise ConfigError("train.optimizer", cfg.train.optimizer, f"needs a model with a {name} setting, not {cfg.model!r}")
+            raise ConfigError("train.optimizer", cfg.train.optimizer,
+                              f"needs a model with a {name} setting, not {cfg.model!r}")
     for owner, names in OPTIMIZER_HYPERPARAMETERS.items():
         for name in set(names) - set(wanted):
             given = [(f"model.{name}", cfg.model_params[name])] if name in cfg.model_params else []
             given += [(f"sweep.{name}", list(b[name])) for b in cfg.sweeps if name in b]
             if given:
-                raise ConfigError(*given[0], f"read only by train.optimizer = {owner!r} (this config: {cfg.train.optimizer!r})")
+                raise ConfigError(*given[0],
+                                  f"read only by train.optimizer = {owner!r} (this config: {cfg.train.optimizer!r})")
 
 
 def validate(cfg: Config) -> None:

@@ -56,7 +56,9 @@ def generate(n_chars: int = 200_000, seed: int = 0, nouns: int = 300, verbs: int
     rng = np.random.Generator(np.random.PCG64(seed))
     taken = {"the", "a", "some", "that"} | set(ADVERBS)
     # nouns end in a vowel so the plural -s reads as a suffix; verbs get -s when singular
-    noun, verb, adj = _words(rng, nouns, (1, 3), taken), _words(rng, verbs, (1, 2), taken), _words(rng, adjectives, (2, 3), taken)
+    noun = _words(rng, nouns, (1, 3), taken)
+    verb = _words(rng, verbs, (1, 2), taken)
+    adj = _words(rng, adjectives, (2, 3), taken)
     p_noun, p_verb, p_adj = _zipf(nouns), _zipf(verbs), _zipf(adjectives)
 
     def pick(words, p):

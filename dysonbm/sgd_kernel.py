@@ -15,10 +15,10 @@ next to ``batch`` as in the model protocol, because only padded batches need it.
 
 ``tx`` is any ``optax.GradientTransformation``, the same for every replica, or a function
 ``lr -> GradientTransformation`` called with ``hp["lr"]`` (and, as keywords, the entries of
-``hp`` named by its attribute ``hyperparameters``, e.g. AdamW's ``weight_decay``), so that under ``vmap`` each replica
-has its own learning rate as a traced array and a sweep compiles once. (optax's
-``inject_hyperparams`` would keep the rate in the optimiser state instead; a function of
-``lr`` needs no state: the transform is rebuilt inside the trace at no cost.)
+``hp`` named by its attribute ``hyperparameters``, e.g. AdamW's ``weight_decay``), so that
+under ``vmap`` each replica has its own learning rate as a traced array and a sweep compiles
+once. (optax's ``inject_hyperparams`` would keep the rate in the optimiser state instead; a
+function of ``lr`` needs no state: the transform is rebuilt inside the trace at no cost.)
 
 Nothing here has a replica axis: ``jax.vmap`` the two functions over replicas and ``jax.jit``
 them, or hand them to `dysonbm.simulate`, which also scans them over steps.

@@ -45,7 +45,8 @@ def esd_init(results, an: ts.Analysis, path: Path) -> Path:
     law = pt.init
     _mp_curve(ax, law.sigma2, law.c, "k-", rf"MP exact: $\sigma^2$ = {law.sigma2:.3g}, c = {law.c:.3g}")
     _mp_curve(ax, law.fit.sigma2, law.c, "C0--", rf"MP fitted $\sigma^2$ = {law.fit.sigma2:.3g} (c fixed)")
-    _mp_curve(ax, law.fit_c.sigma2, law.fit_c.c, "C3:", rf"MP fitted $\sigma^2$, c = {law.fit_c.sigma2:.3g}, {law.fit_c.c:.3g}")
+    _mp_curve(ax, law.fit_c.sigma2, law.fit_c.c, "C3:",
+              rf"MP fitted $\sigma^2$, c = {law.fit_c.sigma2:.3g}, {law.fit_c.c:.3g}")
     ax.set_xlabel(rf"eigenvalue of $X = W^\top W/{an.n}$ ({an.kind})")
     ax.set_ylabel("density")
     ax.set_title(f"{an.kind} spectrum at initialisation", fontsize=10)

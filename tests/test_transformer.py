@@ -106,6 +106,22 @@ def test_key_spectrum_at_init_is_marchenko_pastur():
     assert abs(fit.sigma2 - s2) < 5 * fit.sigma2_err + 0.02 * s2
 
 
+def test_mlp_and_attention_spectra_have_the_init_variance():
+    """Every selectable matrix: mean level of X = WᵀW/n equals its init variance (exactly in
+    expectation), within 5 standard errors over matrices; shapes per layer (and head)."""
+    model = Transformer(layers=2, heads=4, d_model=32, corpus_chars=20000, spectra=("query", "value", "mlp_in", "mlp_out"))
+    _, params = _replicas(model, 16, init_std=0.05)
+    spectra = jax.jit(jax.vmap(model.spectra_of))(params)
+    assert spectra["value_eigs"].shape == (16, 2, 4, 8) and spectra["mlp_in_eigs"].shape == (16, 2, 32)
+    assert set(model.observable_axes()) == {"val_bits", "train_bits", *spectra}
+    for kind in model.spectra:
+        s2, c, n = model.mp_reference(kind, 0.05)
+        per = np.asarray(spectra[f"{kind}_eigs"], float).reshape(-1, spectra[f"{kind}_eigs"].shape[-1])
+        assert per.shape[-1] / n == pytest.approx(c)
+        m1 = per.mean(axis=1)
+        assert abs(m1.mean() - s2) < 5 * m1.std(ddof=1) / math.sqrt(m1.size), kind
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")

@@ -188,12 +188,14 @@ class Transformer(Model):
         n, T = problem["corpus"].shape[0], self.context + 1
         lo, hi = (0, self.n_train - T) if part == "train" else (self.n_train, n - T)
         starts = corpora.window_starts(lo, hi, self.n_eval)
-        return jax.vmap(lambda s: jax.lax.dynamic_slice(problem["corpus"], (s,), (T,)))(jnp.asarray(starts)).astype(jnp.int32)
+        windows = jax.vmap(lambda s: jax.lax.dynamic_slice(problem["corpus"], (s,), (T,)))(jnp.asarray(starts))
+        return windows.astype(jnp.int32)
 
     def bits(self, params, problem, part: str):
         """Mean loss in bits per character on the fixed windows of ``part``."""
         windows = self.eval_windows(problem, part)
-        return masked_mean(jax.vmap(lambda w: self.window_loss(params, w))(windows), jnp.ones(self.n_eval)) / math.log(2.0)
+        per_window = jax.vmap(lambda w: self.window_loss(params, w))(windows)
+        return masked_mean(per_window, jnp.ones(self.n_eval)) / math.log(2.0)
 
     def spectra_of(self, params) -> dict:
         """Eigenvalues (ascending) of X = WᵀW/n for the matrices ``spectra`` selects (module doc)."""

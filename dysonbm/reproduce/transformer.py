@@ -112,9 +112,10 @@ def report_markdown(results, an: ts.Analysis, figures, wall: float, preset: str,
     for pt in an.points:
         s, e = pt.start, pt.end
         tail = _fmt(e.tail.alpha, e.tail.alpha_err, 3) if e.tail else "–"
-        lines.append(f"| {_hp(pt.hp, True)} | {pt.temperature:.3g} | {s.fit.sigma2:.3g} → {_fmt(e.fit.sigma2, e.sigma2_err, 3)} | "
-                     f"{e.fit.sigma2 / pt.init.sigma2:.3f} | {e.outliers_per_matrix:.2f} ({e.matrices_with_outliers:.0%} of matrices) | "
-                     f"{tail} | {_fmt(s.r, s.r_err, 3)} → {_fmt(e.r, e.r_err, 3)} | {e.ks_goe:.3f} / {e.ks_poisson:.3f} |")
+        lines.append(f"| {_hp(pt.hp, True)} | {pt.temperature:.3g} | "
+                     f"{s.fit.sigma2:.3g} → {_fmt(e.fit.sigma2, e.sigma2_err, 3)} | {e.fit.sigma2 / pt.init.sigma2:.3f} | "
+                     f"{e.outliers_per_matrix:.2f} ({e.matrices_with_outliers:.0%} of matrices) | {tail} | "
+                     f"{_fmt(s.r, s.r_err, 3)} → {_fmt(e.r, e.r_err, 3)} | {e.ks_goe:.3f} / {e.ks_poisson:.3f} |")
     lines += ["", "## Linear scaling: does the bulk width follow α/|B|?", ""]
     if an.equal_temperature:
         lines.append("Points at equal α/|B| (the rule predicts equal bulks, ratio 1):")
