@@ -36,6 +36,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_reference.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_dyson.py
+	$(PY) benchmarks/bench_transformer.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -20,7 +20,7 @@ from dysonbm.analysis import langevin_comparison, level_sde, phases, rmt, scalin
 from dysonbm.config import Config, ConfigError
 from dysonbm.engine import Trajectory, simulate
 from dysonbm.io import Results, load
-from dysonbm.models import GaussianRBM, LinearNet, Multilayer, TeacherStudent
+from dysonbm.models import GaussianRBM, LinearNet, Multilayer, TeacherStudent, Transformer
 from dysonbm.sde import DysonBM, MatrixDBM, MatrixWishart, WishartProcess, temperature
 
 # last: importing the submodule `dysonbm.sgd` sets the package attribute `sgd` to the module;
@@ -41,7 +41,7 @@ def run(config_or_path, out=None, overwrite: bool = False, progress: bool = Fals
 
 __all__ = [
     "__version__", "run", "load", "Results", "Config", "ConfigError", "sgd", "Bounds", "simulate", "Trajectory",
-    "TeacherStudent", "Multilayer", "GaussianRBM", "DysonBM", "WishartProcess", "MatrixDBM", "MatrixWishart",
+    "TeacherStudent", "Multilayer", "GaussianRBM", "LinearNet", "Transformer", "DysonBM", "WishartProcess", "MatrixDBM", "MatrixWishart",
     "temperature", "analysis", "config", "engine", "io", "models", "registry", "runner", "sde",
     "langevin_comparison", "level_sde", "phases", "rmt", "scaling", "spectrum", "weights",
 ]

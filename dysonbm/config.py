@@ -46,7 +46,7 @@ class TrainConfig:
     lr: float = 0.1
     batch_size: int = 16
     init_std: float = 0.1
-    optimizer: str = "sgd"  # sgd | momentum | adam
+    optimizer: str = "sgd"  # sgd | momentum | adam | adamw
     momentum: float = 0.9
     nesterov: bool = False
     b1: float = 0.9
@@ -62,7 +62,11 @@ OPTIMIZERS = {
     "sgd": lambda optax, t, lr: optax.sgd(lr),
     "momentum": lambda optax, t, lr: optax.sgd(lr, momentum=t.momentum, nesterov=t.nesterov),
     "adam": lambda optax, t, lr: optax.adam(lr, b1=t.b1, b2=t.b2, eps=t.eps),
+    # the decay is the model's per-replica ``weight_decay`` (a sweepable hyperparameter)
+    "adamw": lambda optax, t, lr, weight_decay: optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=weight_decay),
 }
+#: per-replica hyperparameters an optimiser reads besides lr (`dysonbm.sgd`: ``tx.hyperparameters``)
+OPTIMIZER_HYPERPARAMETERS = {"adamw": ("weight_decay",)}
 
 
 def make_optimizer(train: TrainConfig):
@@ -71,7 +75,12 @@ def make_optimizer(train: TrainConfig):
     import optax
 
     build = OPTIMIZERS[train.optimizer]
-    return lambda lr: build(optax, train, lr)
+
+    def tx(lr, **hp):
+        return build(optax, train, lr, **hp)
+
+    tx.hyperparameters = OPTIMIZER_HYPERPARAMETERS.get(train.optimizer, ())
+    return tx
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class DataConfig:
     n_data: int = 0  # or a dataset of n_data samples whatever the batch size
     reshuffle: bool = False  # reshuffle the dataset each epoch (else fixed order)
     n_test: int = 128  # held-out test set (drawn at the [ensemble] test granularity)
+    text: str = ""  # a UTF-8 text file: the corpus of a model that reads text (transformer)
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,8 @@ class RunConfig:
 
 
 # settings read only by one optimiser, and those of a finite dataset
-OPTIMIZER_SETTINGS = {"sgd": (), "momentum": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps")}
+OPTIMIZER_SETTINGS = {"sgd": (), "momentum": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps"),
+                      "adamw": ("b1", "b2", "eps")}
 DATASET_SETTINGS = ("batches_per_epoch", "n_data", "reshuffle")
 # sections an SDE process never reads (it has no loss, optimiser, data or recorded weights)
 _PROCESS_FREE = ("train", "data", "divergence", "record")
@@ -300,8 +311,10 @@ def unread(cfg: Config, model) -> dict[str, str]:
     for optimizer, names in OPTIMIZER_SETTINGS.items():
         # an unknown optimiser is named as such by `validate`, not through its settings
         if cfg.train.optimizer in OPTIMIZER_SETTINGS and optimizer != cfg.train.optimizer:
-            for name in names:
+            for name in set(names) - set(OPTIMIZER_SETTINGS[cfg.train.optimizer]):
                 out[f"train.{name}"] = f"read only by train.optimizer = {optimizer!r} (this config: {cfg.train.optimizer!r})"
+    if "text" not in getattr(model, "__dataclass_fields__", {}):
+        out["data.text"] = f"model {cfg.model!r} reads no text"
     if not model.uses_data:
         for name in ("protocol", *DATASET_SETTINGS):
             out[f"data.{name}"] = f"model {cfg.model!r} reads no training data with these settings"
@@ -393,6 +406,24 @@ def _check_point(cfg: Config, point: dict) -> None:
         raise ConfigError(where("batch_size"), point["batch_size"], f"larger than the dataset (data.n_data = {cfg.data.n_data})")
 
 
+def _check_optimizer_hyperparameters(cfg: Config) -> None:
+    """A per-replica setting read only by an optimiser (AdamW's weight decay) needs that
+    optimiser, and the optimiser needs a model that carries the setting."""
+    sweepable = getattr(REGISTRY[cfg.model], "sweepable", ())
+    wanted = OPTIMIZER_HYPERPARAMETERS.get(cfg.train.optimizer, ())
+    for name in wanted:
+        if name not in sweepable:
+            raise ConfigError("train.optimizer", cfg.train.optimizer,
+                              f"needs a model with a {name} setting, not {cfg.model!r}")
+    for owner, names in OPTIMIZER_HYPERPARAMETERS.items():
+        for name in set(names) - set(wanted):
+            given = [(f"model.{name}", cfg.model_params[name])] if name in cfg.model_params else []
+            given += [(f"sweep.{name}", list(b[name])) for b in cfg.sweeps if name in b]
+            if given:
+                raise ConfigError(*given[0],
+                                  f"read only by train.optimizer = {owner!r} (this config: {cfg.train.optimizer!r})")
+
+
 def validate(cfg: Config) -> None:
     t, d, r = cfg.train, cfg.data, cfg.run
     if not isinstance(cfg.name, str) or not cfg.name or cfg.name in (".", "..") or any(c in cfg.name for c in "/\\\0"):
@@ -404,6 +435,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("steps", cfg.steps, f"at most {INT32_MAX} (steps are counted in int32)")
     if t.optimizer not in OPTIMIZERS:
         raise ConfigError("train.optimizer", t.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+    _check_optimizer_hyperparameters(cfg)
     # defaults included: they are what an optimiser switched to by --set would read
     for name in ("momentum", "b1", "b2"):
         if not 0 <= getattr(t, name) < 1:

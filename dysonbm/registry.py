@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from dysonbm.models import GaussianRBM, LinearNet, Multilayer, TeacherStudent
+from dysonbm import corpus
+from dysonbm.models import GaussianRBM, LinearNet, Multilayer, TeacherStudent, Transformer
 from dysonbm.sde import DysonBM, MatrixDBM, MatrixWishart, Process, WishartProcess
 from dysonbm.values import HP_BASE, RUNNER_SET, ConfigError, coerce, freeze
 
-MODELS: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM, LinearNet)}
+MODELS: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM, LinearNet, Transformer)}
 # eigenvalue SDEs run through the same runner (`[model] name = "dyson"`, ...)
 PROCESSES: dict[str, type] = {"dyson": DysonBM, "wishart": WishartProcess, "matrix_dyson": MatrixDBM,
                               "matrix_wishart": MatrixWishart}
@@ -41,6 +42,12 @@ def build_model(cfg):
         elif isinstance(value, list):
             value = freeze(value)
         values[key] = value
+    if cfg.data.text and "text" in known:
+        try:
+            corpus.read_text(cfg.data.text)
+        except corpus.CorpusError as err:
+            raise ConfigError("data.text", cfg.data.text, str(err)) from None
+        values["text"] = cfg.data.text
     try:
         model = cls(**values)
     except ConfigError:

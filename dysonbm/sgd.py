@@ -14,10 +14,11 @@ replicas differ in batch size. ``key`` is the step's randomness for models that 
 next to ``batch`` as in the model protocol, because only padded batches need it.
 
 ``tx`` is any ``optax.GradientTransformation``, the same for every replica, or a function
-``lr -> GradientTransformation`` called with ``hp["lr"]``, so that under ``vmap`` each replica
-has its own learning rate as a traced array and a sweep compiles once. (optax's
-``inject_hyperparams`` would keep the rate in the optimiser state instead; a function of
-``lr`` needs no state: the transform is rebuilt inside the trace at no cost.)
+``lr -> GradientTransformation`` called with ``hp["lr"]`` (and, as keywords, the entries of
+``hp`` named by its attribute ``hyperparameters``, e.g. AdamW's ``weight_decay``), so that
+under ``vmap`` each replica has its own learning rate as a traced array and a sweep compiles
+once. (optax's ``inject_hyperparams`` would keep the rate in the optimiser state instead; a
+function of ``lr`` needs no state: the transform is rebuilt inside the trace at no cost.)
 
 Nothing here has a replica axis: ``jax.vmap`` the two functions over replicas and ``jax.jit``
 them, or hand them to `dysonbm.simulate`, which also scans them over steps.
@@ -69,7 +70,8 @@ def sgd(model, tx: Optimizer, bounds: Bounds = Bounds()) -> tuple[Callable, Call
     if isinstance(tx, optax.GradientTransformation):
         optimizer = lambda hp: tx  # noqa: E731
     elif callable(tx):
-        optimizer = lambda hp: tx(hp["lr"])  # noqa: E731
+        extra = tuple(getattr(tx, "hyperparameters", ()))  # further per-replica entries of hp it reads
+        optimizer = lambda hp: tx(hp["lr"], **{name: hp[name] for name in extra})  # noqa: E731
     else:
         raise TypeError(f"tx must be an optax.GradientTransformation or a function of lr, got {type(tx).__name__}")
     max_loss, max_weight = bounds.max_loss, bounds.max_weight

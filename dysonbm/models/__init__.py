@@ -6,5 +6,6 @@ from dysonbm.models.gaussian_rbm import GaussianRBM
 from dysonbm.models.linear_net import LinearNet
 from dysonbm.models.multilayer import Multilayer
 from dysonbm.models.teacher_student import TeacherStudent
+from dysonbm.models.transformer import Transformer
 
-__all__ = ["Model", "masked_mean", "GaussianRBM", "LinearNet", "Multilayer", "TeacherStudent"]
+__all__ = ["Model", "masked_mean", "GaussianRBM", "LinearNet", "Multilayer", "TeacherStudent", "Transformer"]

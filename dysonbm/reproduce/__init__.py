@@ -19,6 +19,7 @@ REGISTRY = {
     "linear-scaling": "linear_scaling",
     "phase-diagram": "phase_diagram",
     "sgd-langevin": "sgd_langevin",
+    "transformer": "transformer",
 }
 
 
