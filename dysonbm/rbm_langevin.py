@@ -37,8 +37,8 @@ degenerate pair's mean squared deviation from its centre ``3TṼ_aa/(4γ_a)`` (G
 
 Langevin side (`langevin_levels`): `dysonbm.phase_langevin.integrate` with the measured
 Ṽ, C̃ held fixed and the drift ``f_a`` re-linearised about the current levels every chunk of
-``dτ ≤ 0.05/γ_max`` (the integrator takes a linear drift ``a − γx``; a chunk this short
-leaves the curvature's share of the centre shift within a few percent). Where it must fail:
+``dτ ≤ 0.1/γ_max`` (the integrator takes a linear drift ``a − γx``; a chunk this short
+leaves the curvature's share of the centre shift within about γ·dτ). Where it must fail:
 the noise is multiplicative (``Ṽ ∝ x²``) but held at its stationary value, which matters
 for modes near the cut-off (``x* → 0`` as ``κ → μ²``) and at large T; neighbouring modes
 overlap at large T; and the O(α) terms of discrete SGD.
@@ -66,7 +66,7 @@ from dysonbm.models.gaussian_rbm import GaussianRBM, target_modes
 
 __all__ = [
     "Noise", "ModeStats", "ModeComparison", "PointComparison", "drift", "noise_theory", "measure_noise",
-    "langevin_levels", "mode_stats", "compare_point", "compare", "table",
+    "langevin_levels", "rotation_drift", "mode_stats", "compare_point", "compare", "table",
 ]
 
 
@@ -101,6 +101,25 @@ def noise_theory(x, n_visible: int, mu2: float, sigma_h: float, gibbs_steps: int
     inv = r[:, :n] / np.outer(k, k[:n])  # (c, a)
     ito = s4 * x * (inv.sum(axis=0) + np.diagonal(inv[:n]))  # the c = a term counts twice
     return {"pair": pair, "ito": ito}
+
+
+def rotation_drift(weights, kernel, sigma_h: float) -> np.ndarray:
+    """Mean over ``weights`` ``(M, N_v, N_h)`` of the level drift that the potential leaves out.
+
+    The exact mean drift of level a is ``2σ_h² x_a (u_aᵀ C u_a − 1/(μ² − x_a))`` (``u_a`` its
+    eigenvector of ``W Wᵀ``, ``C = K_φ⁻¹``; ``u_aᵀK⁻¹u_a = 1/(μ² − x_a)`` exactly), and the
+    potential's is this with ``u_aᵀ C u_a = 1/κ_a``. The difference,
+    ``2σ_h² x_a Σ_c (u_a·q_c)² (1/κ_c − 1/κ_a)``, is second order in the eigenvectors' tilt away
+    from the target's, so of order T at stationarity: the same order as the Coulomb and Itô
+    terms, which is why the centre shifts need it. Levels by rank, ``κ_a`` the a-th softest.
+    """
+    w = np.asarray(weights, float).reshape((-1,) + np.shape(weights)[-2:])
+    kappa, q, _ = target_modes(kernel)
+    n = w.shape[-1]
+    u, xi, _ = np.linalg.svd(w, full_matrices=False)
+    x = sigma_h**2 * xi**2
+    overlap = np.einsum("mia,ic->mac", u, q) ** 2  # (M, level, target mode)
+    return np.mean(2.0 * sigma_h**2 * x * (overlap @ (1.0 / kappa) - 1.0 / kappa[None, :n]), axis=0)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -169,7 +188,8 @@ def measure_noise(model: GaussianRBM, problem, weights, hp: dict, key, n_chains:
                   n_updates: int = 64, burn_in: int = 60) -> Noise:
     """Per-chain PCD-k noise coefficients at the given weights ``(M, N_v, N_h)`` (or one matrix).
 
-    Each matrix gets ``n_chains`` chains started at 0 and run ``burn_in`` Gibbs sweeps (the
+    Ṽ varies steeply with the levels (``∝ x²/(μ² − x)²``), so the stationary coefficient needs
+    many matrices (tens) more than many chains. Each matrix gets ``n_chains`` chains started at 0 and run ``burn_in`` Gibbs sweeps (the
     slowest mode forgets its start as ``(x/μ²)^sweeps``), then ``n_updates`` updates of
     ``gibbs_steps`` sweeps each. Errors: spread over the matrices (M > 1) or the chains.
     """
@@ -208,35 +228,44 @@ def measure_noise(model: GaussianRBM, problem, weights, hp: dict, key, n_chains:
 
 
 # ----------------------------------------------------------------------------- Langevin
-@partial(jax.jit, static_argnames=("n_snapshots", "n_burn", "n_sub"))
-def _evolve(key, x0, pair, ito, kappa, mu2, sigma_h, T, dtau, n_snapshots, n_burn, n_sub):
+@partial(jax.jit, static_argnames=("n_snapshots", "n_burn", "n_sub", "max_sub"))
+def _evolve(key, x0, pair, ito, extra, kappa, mu2, sigma_h, T, dtau, n_snapshots, n_burn, n_sub, max_sub):
     r = x0.shape[0]
 
-    def chunk(x, key):
+    def chunk(carry, key):
+        x, steps, forced = carry
         f, gamma = drift(x, kappa, mu2, sigma_h)
-        coef = phase_langevin.Coefficients(f + gamma * x, pair, ito, gamma)
-        x, _ = phase_langevin.integrate(jax.random.split(key, r), x, coef, T, dtau)
+        coef = phase_langevin.Coefficients(f + extra + gamma * x, pair, ito, gamma)
+        x, info = phase_langevin.integrate(jax.random.split(key, r), x, coef, T, dtau, max_steps=max_sub)
         # a level at or beyond μ² leaves K positive definite no more: the replica has diverged
-        return jnp.where(jnp.all(x < mu2, axis=1, keepdims=True), x, jnp.nan), None
+        x = jnp.where(jnp.all(x < mu2, axis=1, keepdims=True), x, jnp.nan)
+        return (x, steps + info["steps"], forced + info["forced"]), None
 
-    def snapshot(x, key):
-        x, _ = jax.lax.scan(chunk, x, jax.random.split(key, n_sub))
-        return x, x
+    def snapshot(carry, key):
+        carry, _ = jax.lax.scan(chunk, carry, jax.random.split(key, n_sub))
+        return carry, carry[0]
 
-    _, xs = jax.lax.scan(snapshot, x0, jax.random.split(key, n_burn + n_snapshots))
-    return jnp.swapaxes(xs[n_burn:], 0, 1)
+    zero = jnp.zeros(r, jnp.int32)
+    (_, steps, forced), xs = jax.lax.scan(snapshot, (x0, zero, zero), jax.random.split(key, n_burn + n_snapshots))
+    return jnp.swapaxes(xs[n_burn:], 0, 1), steps, forced
 
 
 def langevin_levels(noise: Noise, kappa, mu2: float, sigma_h: float, T: float, key, *, replicas: int = 1000,
                     snapshots: int = 100, interval: float = 2.0, burn_in: float | None = None,
-                    chunk_rate: float = 0.05) -> np.ndarray:
+                    chunk_rate: float = 0.1, max_sub: int = 8, extra_drift=None,
+                    info: dict | None = None) -> np.ndarray:
     """Stationary levels ``(replicas, snapshots, N_h)`` (descending; NaN rows: diverged) of the
     level SDE in the RBM's potential with the measured coefficients ``noise``.
 
     kappa: the target eigenvalues of the levels (ascending, ``N_h``, the softest first).
-    Starts at the fixed points; ``burn_in`` (default 4/γ_min over the learnt modes) is
+    extra_drift: a constant drift per level added to the potential's (`rotation_drift`).
+    Starts at the fixed points; ``burn_in`` (default 3/γ_min over the learnt modes) is
     discarded; snapshots ``interval`` apart; the drift is re-linearised every chunk of
-    ``dτ = interval/n ≤ chunk_rate/γ_max``.
+    ``dτ = interval/n ≤ chunk_rate/γ_max`` (the curvature's share of a centre shift is then
+    off by about γ·dτ, ≤ 10%). ``max_sub`` caps the integrator's sub-steps per chunk (its
+    step budget: three levels bunched within a few hundredths would otherwise make every
+    replica of the vmapped batch wait); ``info``, if given, receives the total ``steps`` and the
+    ``forced`` ones (taken at the budget's floor, not the step control's choice).
     """
     kappa = np.asarray(kappa, float)
     n = kappa.size
@@ -245,7 +274,7 @@ def langevin_levels(noise: Noise, kappa, mu2: float, sigma_h: float, T: float, k
     learnt = rates > 0
     if not learnt.any():
         raise ValueError(f"no mode is learnt at mu2 = {mu2}: every kappa >= mu2")
-    burn_in = 4.0 / rates[learnt].min() if burn_in is None else burn_in
+    burn_in = 3.0 / rates[learnt].min() if burn_in is None else burn_in
     n_sub = max(1, math.ceil(interval * rates.max() / chunk_rate))
     n_burn = max(0, math.ceil(burn_in / interval))
     dtype = jnp.float32
@@ -254,8 +283,12 @@ def langevin_levels(noise: Noise, kappa, mu2: float, sigma_h: float, T: float, k
     def rep(a):
         return jnp.broadcast_to(jnp.asarray(a, dtype), (replicas,) + np.shape(a))
 
-    xs = _evolve(key, x0, rep(noise.pair), rep(noise.ito), jnp.asarray(kappa, dtype), jnp.asarray(mu2, dtype),
-                 jnp.asarray(sigma_h, dtype), rep(T), rep(interval / n_sub), int(snapshots), n_burn, n_sub)
+    extra = np.zeros(n) if extra_drift is None else np.asarray(extra_drift, float)
+    xs, steps, forced = _evolve(key, x0, rep(noise.pair), rep(noise.ito), rep(extra), jnp.asarray(kappa, dtype),
+                                jnp.asarray(mu2, dtype), jnp.asarray(sigma_h, dtype), rep(T), rep(interval / n_sub),
+                                int(snapshots), n_burn, n_sub, int(max_sub))
+    if info is not None:
+        info.update(steps=int(np.sum(steps)), forced=int(np.sum(forced)))
     return np.asarray(xs, float)
 
 
@@ -328,12 +361,16 @@ class ModeComparison:
     width_theory: float  # small-T width from the measured Ṽ_aa
     sgd: ModeStats
     langevin: ModeStats
+    noise_rel_err: float  # relative standard error of the mode's measured Ṽ_aa
+    rotation_shift: float  # rotation_drift/γ: the eigenvector tilt's share of the centre shift
 
     @property
     def width_ratio(self) -> tuple[float, float]:
+        """SGD / Langevin width and its error, which includes the measured noise's (width ∝ sqrt(Ṽ_aa))."""
         a, b = self.sgd, self.langevin
         q = a.width / b.width
-        return q, q * math.hypot(a.width_err / a.width, b.width_err / b.width)
+        return q, q * math.sqrt((a.width_err / a.width) ** 2 + (b.width_err / b.width) ** 2
+                                + (0.5 * self.noise_rel_err) ** 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,6 +381,8 @@ class PointComparison:
     noise: Noise
     modes: list
     n_diverged_langevin: int
+    forced_fraction: float  # of the integrator's sub-steps taken at the step budget's floor
+    rotation_term: bool  # whether the Langevin drift held `rotation_drift`
 
 
 def _groups(kappa: np.ndarray, mode: np.ndarray, n: int, mu2: float) -> list[tuple[float, tuple]]:
@@ -369,10 +408,14 @@ def _sgd_setup(results, point: int):
     return cfg, model, problem
 
 
-def compare_point(results, point: int, *, key=None, start: int | None = None, noise_weights: int = 16,
-                  n_chains: int = 256, n_updates: int = 64, replicas: int = 1000, snapshots: int | None = None,
-                  n_blocks: int = 16) -> PointComparison:
-    """SGD replicas of ``point`` against the level SDE with the noise measured at their weights."""
+def compare_point(results, point: int, *, key=None, start: int | None = None, noise_weights: int = 64,
+                  n_chains: int = 128, n_updates: int = 64, replicas: int = 1000, snapshots: int | None = None,
+                  n_blocks: int = 16, rotation_term: bool = True) -> PointComparison:
+    """SGD replicas of ``point`` against the level SDE with the noise measured at their weights.
+
+    ``rotation_term``: add `rotation_drift`, measured over the SGD's stationary window, to the
+    potential's drift (its share of each centre shift, ``rotation/γ``, is reported either way).
+    """
     from dysonbm import scaling
 
     cfg, model, problem = _sgd_setup(results, point)
@@ -396,19 +439,24 @@ def compare_point(results, point: int, *, key=None, start: int | None = None, no
     dtau = lr * float(every[0])
     sgd = np.asarray(results["xi2"][point], float)[ok][:, start:]
     snapshots = sgd.shape[1] if snapshots is None else snapshots
+    window = np.asarray(results["weights"][point])[ok][:, start:]
+    rotation = rotation_drift(window[:, :: max(1, window.shape[1] // 10)], model.target_kernel(), sigma_h)
+    info = {}
     lang = langevin_levels(noise, kappa, mu2, sigma_h, T, k_lang, replicas=replicas, snapshots=snapshots,
-                           interval=dtau)
+                           interval=dtau, extra_drift=rotation if rotation_term else None, info=info)
     n_div = int(np.sum(~np.all(np.isfinite(lang), axis=(1, 2))))
     modes = []
     for kap, slots in _groups(kappa_all, mode, n, mu2):
         x_star = mu2 - kap
         gamma = 2.0 * sigma_h**2 * x_star / kap**2
         v_aa = float(np.mean([noise.pair[a, a] for a in slots]))
+        v_err = float(np.sqrt(np.mean([noise.pair_err[a, a] ** 2 for a in slots]) / len(slots)))
         width_theory = math.sqrt((0.75 if len(slots) == 2 else 0.5) * T * v_aa / gamma)
         modes.append(ModeComparison(kap, slots, x_star, gamma, width_theory,
                                     mode_stats(sgd, slots, x_star, gamma, dtau, n_blocks),
-                                    mode_stats(lang, slots, x_star, gamma, dtau, n_blocks)))
-    return PointComparison(point, hp, T, noise, modes, n_div)
+                                    mode_stats(lang, slots, x_star, gamma, dtau, n_blocks), v_err / v_aa,
+                                    float(np.mean(rotation[list(slots)])) / gamma))
+    return PointComparison(point, hp, T, noise, modes, n_div, info["forced"] / max(info["steps"], 1), rotation_term)
 
 
 def compare(results, points=None, **kw) -> list[PointComparison]:
@@ -424,8 +472,9 @@ def _pm(v, e, f="{:.4g}"):
 def table(comps: list[PointComparison]) -> str:
     """Markdown: per point and learnt mode, SGD against Langevin."""
     head = ("| α | \\|B\\| | T | κ | x* | width SGD | width Langevin | ratio | expected sqrt(2/(2−αγ)) | "
-            "width theory (small T) | shift SGD | shift Langevin | rate SGD | rate Langevin | γ (theory) |")
-    rows = [head, "|" + "---|" * 15]
+            "width theory (small T) | shift SGD | shift Langevin | tilt share of shift | rate SGD | rate Langevin | "
+            "γ (theory) |")
+    rows = [head, "|" + "---|" * 16]
     for c in comps:
         for m in c.modes:
             a, b = m.sgd, m.langevin
@@ -435,6 +484,7 @@ def table(comps: list[PointComparison]) -> str:
                 f"| {c.hp['lr']:g} | {c.hp['batch_size']} | {c.temperature:.4g} | {m.kappa:.3f}"
                 f"{'²' if len(m.slots) == 2 else ''} | {m.x_star:.3f} | {_pm(a.width, a.width_err)} | "
                 f"{_pm(b.width, b.width_err)} | {_pm(q, qe, '{:.3f}')} | {expected:.3f} | {m.width_theory:.4g} | "
-                f"{_pm(a.shift, a.shift_err)} | {_pm(b.shift, b.shift_err)} | {_pm(a.rate, a.rate_err)} | "
+                f"{_pm(a.shift, a.shift_err)} | {_pm(b.shift, b.shift_err)} | {m.rotation_shift:+.3g} | "
+                f"{_pm(a.rate, a.rate_err)} | "
                 f"{_pm(b.rate, b.rate_err)} | {m.rate:.4g} |")
     return "\n".join(rows) + "\n"

@@ -43,7 +43,7 @@ def _sgd_levels(model, lr, bs, replicas, steps, every, key, start=None):
     model = model.replace(chains=bs)
     problem = model.problem(None)
     init_fn, step_fn = dbm.sgd(model, optax.sgd)
-    q, _, _ = target_modes(model.target_kernel())
+    _, q, _ = target_modes(model.target_kernel())
     w0 = jnp.asarray(q @ np.diag(np.sqrt(np.maximum(MU2 - np.sort(KAPPA), 0.0))), jnp.float32)
     hp = _hp(lr=lr, batch_size=bs)
     mask = jnp.ones(bs, jnp.float32)
@@ -202,7 +202,9 @@ def small_t():
     lr, bs, every = 0.05, 50, 20
     model = _small()
     x, w_end = _sgd_levels(model, lr, bs, replicas=128, steps=6000, every=every, key=jax.random.key(5))
-    noise = rl.measure_noise(model, model.problem(None), w_end[:16], _hp(), jax.random.key(6), n_chains=512,
+    # Ṽ ∝ x²/(μ² − x)² varies by ~15% over the stationary spread of the top level: average it
+    # over many replicas' weights, and carry its error into the width comparison
+    noise = rl.measure_noise(model, model.problem(None), w_end, _hp(), jax.random.key(6), n_chains=128,
                              n_updates=64)
     lang = rl.langevin_levels(noise, KAPPA, MU2, 1.0, lr / bs, jax.random.key(7), replicas=256,
                               snapshots=x.shape[1], interval=lr * every)
@@ -221,7 +223,8 @@ def test_sde_width_matches_sgd_and_theory_at_small_temperature(small_t):
         g = rl.mode_stats(lang, (a,), X_STAR[a], GAMMA[a], dtau)
         expected = math.sqrt(2.0 / (2.0 - lr * GAMMA[a]))
         ratio = s.width / g.width
-        err = ratio * math.hypot(s.width_err / s.width, g.width_err / g.width)
+        noise_rel = 0.5 * noise.pair_err[a, a] / noise.pair[a, a]
+        err = ratio * math.sqrt((s.width_err / s.width) ** 2 + (g.width_err / g.width) ** 2 + noise_rel**2)
         assert abs(ratio - expected) < 5 * err, (a, ratio, expected, err)
         theory = math.sqrt(T * noise.pair[a, a] / (2 * GAMMA[a]))
         assert abs(g.width - theory) < 5 * g.width_err + 0.03 * theory, (a, g.width, theory)
