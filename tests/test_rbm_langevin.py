@@ -241,3 +241,85 @@ def test_sde_relaxation_rate_matches_the_potential_and_sgd(small_t):
         assert abs(g.rate - GAMMA[a]) < 5 * g.rate_err + 0.03 * GAMMA[a], (a, g.rate, GAMMA[a], g.rate_err)
         discrete = -math.log(1.0 - lr * GAMMA[a]) / lr
         assert abs(s.rate - discrete) < 5 * s.rate_err + 0.03 * discrete, (a, s.rate, discrete, s.rate_err)
+
+
+def test_rotation_drift_completes_the_potential_to_the_exact_mean_drift():
+    """f_a(x_a) + `rotation_drift` is the exact mean drift of level a: the projection of the
+    exact likelihood gradient, −σ_h² Vᵀ(ḡᵀW + Wᵀḡ)V, at weights whose eigenvectors are tilted."""
+    model = _small()
+    problem = model.problem(None)
+    rng = np.random.default_rng(4)
+    w = np.diag(np.sqrt(X_STAR)) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    w = w + 0.1 * rng.normal(size=(3, 3))
+    g = np.asarray(model.exact_grad({"W": jnp.asarray(w, jnp.float32)}, problem, _hp())["W"], float)
+    u, xi, vt = np.linalg.svd(w)
+    p = -(vt @ (g.T @ w + w.T @ g) @ vt.T)
+    f, _ = rl.drift(xi**2, KAPPA, MU2, 1.0)
+    rot = rl.rotation_drift(w[None], np.asarray(KERNEL), 1.0)
+    np.testing.assert_allclose(f + rot, np.diag(p), rtol=1e-4, atol=1e-5)
+    assert np.abs(rot).max() > 1e-3  # the tilt matters at these weights
+
+
+def test_the_quick_rbm_langevin_config_is_valid():
+    from dysonbm import config
+    from dysonbm.reproduce import sgd_langevin, sgd_langevin_rbm
+
+    cfg = config.load(sgd_langevin_rbm.CONFIG, sgd_langevin_rbm.SGD_QUICK)
+    assert cfg.record.weights and cfg.snapshot_every == 20
+    assert max(p["batch_size"] for p in config.grid_points(cfg)) == 16  # chains pad to the largest |B|
+    assert set(sgd_langevin_rbm.OUTPUTS) <= set(sgd_langevin.OUTPUTS) and "rbm" in sgd_langevin.RUNS
+
+
+def test_only_rbm_is_a_part_of_the_reproduction(tmp_path, monkeypatch):
+    from dysonbm import cli
+    from dysonbm.reproduce import sgd_langevin, sgd_langevin_rbm
+
+    seen = []
+
+    def fake_part(out, quick, progress, resume):
+        seen.append(quick)
+        return "## Gaussian RBM\n", []
+
+    monkeypatch.setattr(sgd_langevin_rbm, "run_part", fake_part)
+    out = tmp_path / "res"
+    assert cli.main(["reproduce", "sgd-langevin", "--quick", "--only", "rbm", "--out", str(out), "--quiet"]) == 0
+    assert seen == [True] and "## Gaussian RBM" in (out / "report.md").read_text()
+    assert not (out / "sgd").exists()  # the teacher–student part did not run
+    assert cli.main(["reproduce", "sgd-langevin", "--only", "both", "--out", str(tmp_path / "x")]) == 2
+
+
+# ----------------------------------------------------------------------------- slow sweeps
+@pytest.mark.slow
+@pytest.mark.parametrize("bs", [100, 25])
+def test_width_follows_the_sde_over_a_batch_sweep(bs):
+    """|B| = 100 and 25 at α = 0.05 (T = 0.0005, 0.002): per mode the SGD/Langevin width ratio is
+    sqrt(2/(2 − αγ)) within 5 s.e. (with the measured noise's error), and the Langevin relaxation
+    rate is γ within 5 s.e. + 3%."""
+    lr, every = 0.05, 20
+    model = _small()
+    x, w_end = _sgd_levels(model, lr, bs, replicas=256, steps=8000, every=every, key=jax.random.key(bs))
+    noise = rl.measure_noise(model, model.problem(None), w_end, _hp(), jax.random.key(1), n_chains=128)
+    lang = rl.langevin_levels(noise, KAPPA, MU2, 1.0, lr / bs, jax.random.key(2), replicas=512,
+                              snapshots=x.shape[1], interval=lr * every)
+    for a in range(3):
+        s = rl.mode_stats(x, (a,), X_STAR[a], GAMMA[a], lr * every)
+        g = rl.mode_stats(lang, (a,), X_STAR[a], GAMMA[a], lr * every)
+        ratio = s.width / g.width
+        err = ratio * math.sqrt((s.width_err / s.width) ** 2 + (g.width_err / g.width) ** 2
+                                + (0.5 * noise.pair_err[a, a] / noise.pair[a, a]) ** 2)
+        assert abs(ratio - math.sqrt(2.0 / (2.0 - lr * GAMMA[a]))) < 5 * err, (a, ratio, err)
+        assert abs(g.rate - GAMMA[a]) < 5 * g.rate_err + 0.03 * GAMMA[a], (a, g.rate)
+
+
+@pytest.mark.slow
+def test_quick_rbm_reproduction_writes_report_and_figure(tmp_path):
+    """`dbm reproduce sgd-langevin --quick --only rbm`: the report, the figure, and the measured
+    noise within 5% of its exact value at every point and level above the cut-off."""
+    from dysonbm.reproduce import sgd_langevin as rep
+
+    text = rep.run(tmp_path, quick=True, progress=False, parts=("rbm",)).read_text()
+    assert (tmp_path / "rbm_langevin.png").stat().st_size > 10_000
+    assert "### Where they agree and where it breaks down" in text
+    rows = text.split("### Measured against exact noise")[1].split("\n\n")[1].splitlines()[2:]
+    ratios = [float(r) for row in rows for r in row.split("|")[3].split()]
+    assert ratios and all(abs(r - 1) < 0.05 for r in ratios), ratios
