@@ -305,6 +305,8 @@ class ModeStats:
     rate_err: float
     lag: int
     n_replicas: int
+    trend: float  # centre in the window's last quarter minus its first: ≠ 0 if not yet stationary
+    trend_err: float
 
 
 def _blocks(per_replica: np.ndarray, n_blocks: int = 16) -> tuple[float, float]:
@@ -342,12 +344,14 @@ def mode_stats(levels, slots, x_star: float, rate_guess: float, dtau: float, n_b
         rho = num[idx].sum() / den[idx].sum()
         return -math.log(rho) / (lag * dtau) if rho > 0 else float("nan")
 
+    quarter = max(1, s // 4)
+    trend, trend_err = _blocks(centre[:, -quarter:].mean(axis=1) - centre[:, :quarter].mean(axis=1), n_blocks)
     full = rate(np.arange(r))
     nb = min(n_blocks, r)
     parts = np.array_split(np.arange(r), nb)
     jack = np.array([rate(np.setdiff1d(np.arange(r), p)) for p in parts])
     rate_err = float(math.sqrt((nb - 1) / nb * np.sum((jack - jack.mean()) ** 2))) if nb > 1 else float("nan")
-    return ModeStats(shift, shift_err, width, 0.5 * msd_err / width, full, rate_err, lag, r)
+    return ModeStats(shift, shift_err, width, 0.5 * msd_err / width, full, rate_err, lag, r, trend, trend_err)
 
 
 @dataclasses.dataclass(frozen=True)

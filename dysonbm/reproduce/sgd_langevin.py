@@ -18,7 +18,6 @@ default both, the RBM's section appended to the report.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -212,18 +211,10 @@ def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = F
 
 
 def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool) -> str:
-    from dysonbm import config, runner
     from dysonbm import sgd_langevin as sl
+    from dysonbm.reproduce.sgd_langevin_rbm import sweep_compare_figure
 
-    timings = []
-    cfg = config.load(CONFIG, SGD_QUICK if quick else None)
-    t = time.perf_counter()
-    results = runner.run(cfg, out=out / "sgd", overwrite=not resume, resume=resume, progress=progress)
-    timings.append(("SGD sweep", time.perf_counter() - t))
-    t = time.perf_counter()
-    comps = sl.compare(results, **LANGEVIN[quick])
-    timings.append(("noise measurement and Langevin runs", time.perf_counter() - t))
-    t = time.perf_counter()
-    fig = figure(comps, out / "sgd_langevin.png")
-    timings.append(("figure", time.perf_counter() - t))
+    results, comps, fig, timings = sweep_compare_figure(
+        CONFIG, SGD_QUICK if quick else None, out / "sgd", lambda r: sl.compare(r, **LANGEVIN[quick]), figure,
+        out / "sgd_langevin.png", progress, resume)
     return report(results, comps, timings, fig, quick, out)
