@@ -39,6 +39,7 @@ def figure(comps, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -65,6 +66,8 @@ def figure(comps, path: Path) -> Path:
     axes[1].set(xscale="log", xlabel=r"$T$", ylabel=r"$\langle x\rangle - (\mu^2 - \kappa)$", title="centre shift")
     axes[2].set(xscale="log", yscale="log", xlabel=r"$T$", ylabel=r"rate per unit $\tau = \alpha\cdot$steps",
                 title=r"relaxation rate of the mode centre (dotted: $2\sigma_h^2(\mu^2-\kappa)/\kappa^2$)")
+    for ax in axes:
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log minor labels overlap
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
