@@ -201,7 +201,7 @@ def small_t():
     """SGD at T = 0.001 (α = 0.05, |B| = 50) and the level SDE with the noise measured at its weights."""
     lr, bs, every = 0.05, 50, 20
     model = _small()
-    x, w_end = _sgd_levels(model, lr, bs, replicas=128, steps=6000, every=every, key=jax.random.key(5))
+    x, w_end = _sgd_levels(model, lr, bs, replicas=128, steps=4000, every=every, key=jax.random.key(5))
     # Ṽ ∝ x²/(μ² − x)² varies by ~15% over the stationary spread of the top level: average it
     # over many replicas' weights, and carry its error into the width comparison
     noise = rl.measure_noise(model, model.problem(None), w_end, _hp(), jax.random.key(6), n_chains=128,
