@@ -24,7 +24,7 @@ from dysonbm.config import Config, ConfigError  # noqa: E402
 from dysonbm.io import Results, load  # noqa: E402
 
 _LAZY = ("engine", "models", "runner", "rmt", "dyson", "observables", "phases", "plots", "sgd_langevin",
-         "phase_langevin", "spectrum", "weights")
+         "rbm_langevin", "phase_langevin", "spectrum", "weights")
 
 # name -> the module that defines it; the SGD kernel's module is not called `sgd`, since
 # importing a submodule of that name would rebind `dysonbm.sgd` to the module
