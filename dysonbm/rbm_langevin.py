@@ -130,7 +130,8 @@ class Noise:
     pair, pair_err: Ṽ (N_h, N_h) long-run and its standard error; pair_lag0: the covariance
     of a single update; ito, ito_err: C̃ (N_h,); levels: x at the weights (N_h,);
     theory: `noise_theory` at each weight matrix, averaged the same way; n_weights, n_chains,
-    n_updates: the sample.
+    n_updates: the sample; exact_pull: measured against exact in standard errors of their
+    difference at the same matrices.
     """
 
     pair: np.ndarray
@@ -144,6 +145,7 @@ class Noise:
     n_weights: int
     n_chains: int
     n_updates: int
+    exact_pull: np.ndarray  # (measured − exact)/s.e. of Ṽ_aa then C̃_a, paired at each matrix (2 N_h,)
 
 
 @partial(jax.jit, static_argnames=("model", "n_chains", "n_updates", "burn_in"))
@@ -178,8 +180,10 @@ def _chain_moments(model, problem, w, hp, key, n_chains, n_updates, burn_in):
     (_, sum_p, sum_g, sq_p), _ = jax.lax.scan(update, zero, jax.random.split(k_run, n_updates))
     mean_p, mean_g = sum_p.mean(axis=0), sum_g.mean(axis=0)
     # batch means: the variance of a chain's sum over n updates, per update, is the long-run covariance
-    long_p = (sum_p - mean_p) ** 2 / n_updates  # (c, N_h, N_h)
-    long_g = (sum_g - mean_g) ** 2 / n_updates
+    # (the mean is the chains' own: C/(C − 1) unbiases it)
+    unbias = n_chains / (n_chains - 1.0)
+    long_p = unbias * (sum_p - mean_p) ** 2 / n_updates  # (c, N_h, N_h)
+    long_g = unbias * (sum_g - mean_g) ** 2 / n_updates
     lag0 = sq_p / n_updates - (mean_p / n_updates) ** 2
     return {"pair": long_p, "ito": s2 * long_g.sum(axis=1), "lag0": lag0, "levels": s2 * xi**2}
 
@@ -199,6 +203,8 @@ def measure_noise(model: GaussianRBM, problem, weights, hp: dict, key, n_chains:
         raise ValueError(f"weights must be (M, {model.n_visible}, {model.n_hidden}), got shape {np.shape(weights)}")
     if model.n_hidden > model.n_visible:
         raise ValueError(f"the level SDE needs n_hidden <= n_visible, got {model.n_hidden} > {model.n_visible}")
+    if n_chains < 2 or n_updates < 1:
+        raise ValueError(f"n_chains must be >= 2 and n_updates >= 1, got n_chains={n_chains}, n_updates={n_updates}")
     if model.learn:
         raise ValueError(f"the noise is measured at fixed scalars; model.learn = {list(model.learn)} trains them")
     dtype = jnp.result_type(float)
@@ -219,12 +225,22 @@ def measure_noise(model: GaussianRBM, problem, weights, hp: dict, key, n_chains:
     ito, ito_err = mean_err(out["ito"])
     mu2, sigma_h = float(hp["mu2"]), float(hp["sigma_h"])
 
-    def theory(long_run):
-        each = [noise_theory(x, model.n_visible, mu2, sigma_h, model.gibbs_steps, long_run) for x in out["levels"]]
-        return {k: np.mean([e[k] for e in each], axis=0) for k in ("pair", "ito")}
+    def each(long_run):
+        per = [noise_theory(x, model.n_visible, mu2, sigma_h, model.gibbs_steps, long_run) for x in out["levels"]]
+        return {k: np.array([e[k] for e in per]) for k in ("pair", "ito")}
 
+    exact, exact0 = each(True), each(False)
+    # measured − exact at the same matrix: the stationary spread of Ṽ over matrices cancels
+    diff = np.concatenate([np.diagonal(out["pair"].mean(axis=1) - exact["pair"], axis1=1, axis2=2),
+                           out["ito"].mean(axis=1) - exact["ito"]], axis=1)  # (M, 2 N_h)
+    if m > 1:
+        err = diff.std(axis=0, ddof=1) / math.sqrt(m)
+    else:
+        err = np.concatenate([np.diagonal(pair_err), ito_err])
+    pull = np.where(err > 0, diff.mean(axis=0) / np.where(err > 0, err, 1.0), 0.0)
     return Noise(pair, pair_err, out["lag0"].mean(axis=0), ito, ito_err, out["levels"].mean(axis=0),
-                 theory(True), theory(False), m, int(n_chains), int(n_updates))
+                 {k: v.mean(axis=0) for k, v in exact.items()}, {k: v.mean(axis=0) for k, v in exact0.items()},
+                 m, int(n_chains), int(n_updates), pull)
 
 
 # ----------------------------------------------------------------------------- Langevin

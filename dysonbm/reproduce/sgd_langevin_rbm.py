@@ -148,12 +148,12 @@ def report_section(results, comps, timings, fig: Path, quick: bool, out: Path) -
              "ℓ ≈ 1/(γΔτ) snapshots.", "",
              "### Measured against exact noise", "",
              "| α | \\|B\\| | Ṽ_aa measured / exact (per level, top first) | C̃ measured / exact | "
-             "long-run / lag-0 (top level) |", "|---|---|---|---|---|"]
+             "largest \\|measured − exact\\|/s.e. (paired by matrix) | long-run / lag-0 (top level) |", "|---|---|---|---|---|---|"]
     for c in comps:
         n = c.noise
         r1 = " ".join(f"{a / b:.3f}" for a, b in zip(np.diag(n.pair), np.diag(n.theory["pair"])) if b > 0)
         r2 = " ".join(f"{a / b:.3f}" for a, b in zip(n.ito, n.theory["ito"]) if b > 0)
-        lines.append(f"| {c.hp['lr']:g} | {c.hp['batch_size']} | {r1} | {r2} | "
+        lines.append(f"| {c.hp['lr']:g} | {c.hp['batch_size']} | {r1} | {r2} | {np.max(np.abs(n.exact_pull)):.1f} | "
                      f"{n.pair[0, 0] / n.pair_lag0[0, 0]:.3f} |")
     lines += ["", "The exact values are `noise_theory` at each measured matrix (Gaussian chains in equilibrium "
               "with W); a ratio off 1 by more than a few percent would be a defect of the estimator or the "
