@@ -33,6 +33,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # diffrax (the `bench` extra) is the side-by-side reference of the SDE benchmark
 bench: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_reference.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_dyson.py
 

@@ -5,7 +5,7 @@
 
 Workload: the β = 1 DBM with U = γλ²/2 (γ = D = 1), R replicas (1024; 64 at N = 1024) started
 from the exact stationary Coulomb gas, vmapped over replicas on one device. Compared:
-`dysonbm.dyson`'s split scheme, its plain Euler–Maruyama, and (if importable) diffrax's Euler
+`dysonbm.sde`'s split scheme, its plain Euler–Maruyama, and (if importable) diffrax's Euler
 on the same SDE. Everything is compiled and warmed up before the timed call.
 
 1. Same step: level-steps/s = R·N·steps/seconds at the recommended dt, and the fraction of
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import dyson as dy
+from dysonbm import sde as dy
 
 BETA = D = GAMMA = 1.0
 

@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dysonbm import __version__
+    from dysonbm._version import __version__
 
     p = _Parser(
         prog="dbm",
@@ -418,7 +418,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from dysonbm import io, plots
+    from dysonbm import io
+    from dysonbm.plots import linear_scaling as plots
 
     try:
         results = io.load(args.dir)
@@ -458,7 +459,7 @@ def cmd_info(args) -> int:
     import jax
     import optax
 
-    from dysonbm import __version__
+    from dysonbm._version import __version__
 
     print(f"dysonbm {__version__}  jax {jax.__version__}  jaxlib {jax.lib.__version__}  optax {optax.__version__}")
     print(f"backend: {jax.default_backend()}")
@@ -468,13 +469,23 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _backend_started() -> bool:
+    """Whether XLA has started, after which a change of XLA_FLAGS has no effect."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge  # no public query; jax.distributed.initialize uses the same
+
+    return xla_bridge.backends_are_initialized()
+
+
 def configure_host_devices() -> None:
     """On CPU, expose one XLA device per core so replicas shard over all cores.
 
-    Must run before jax is imported; an explicit XLA_FLAGS device count is left alone.
+    Must run before jax's first computation (XLA reads its flags when the backend starts, not
+    at ``import jax``); an explicit XLA_FLAGS device count is left alone.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
+    if "xla_force_host_platform_device_count" in flags or _backend_started():
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cores > 1:

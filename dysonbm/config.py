@@ -8,7 +8,7 @@ A config file has top-level keys and a few sections::
     steps = 4000
     snapshot_every = 200
 
-    [model]      # name = "teacher_student" (see dysonbm.models.REGISTRY) and the model's
+    [model]      # name = "teacher_student" (see dysonbm.registry.REGISTRY) and the model's
                  # own static settings (fields of its dataclass)
     [train]      # lr, batch_size, init_std (defaults for the grid), optimizer
     [data]       # protocol = "online" | "fixed", batches_per_epoch or n_data, ...
@@ -30,20 +30,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """Bad input: the message names the field and the value."""
-
-    def __init__(self, field_name: str, value: Any, reason: str):
-        self.field = field_name
-        self.value = value
-        super().__init__(f"{field_name} = {value!r}: {reason}")
+from dysonbm.registry import REGISTRY, build_model, is_process
+from dysonbm import sizes
+from dysonbm.values import HP_BASE, INT32_MAX, ConfigError
+from dysonbm.values import coerce as _coerce
 
 
 @dataclass(frozen=True)
@@ -109,14 +104,11 @@ class RunConfig:
     dtype: str = "float32"
 
 
-HP_BASE = ("lr", "batch_size", "init_std")
 # settings read only by one optimiser, and those of a finite dataset
 OPTIMIZER_SETTINGS = {"sgd": (), "momentum": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps")}
 DATASET_SETTINGS = ("batches_per_epoch", "n_data", "reshuffle")
 # sections an SDE process never reads (it has no loss, optimiser, data or recorded weights)
 _PROCESS_FREE = ("train", "data", "divergence", "record")
-# model fields the runner sets itself, never read from a config
-RUNNER_SET = {"chains": "set by the runner to the largest batch size of the grid (train.batch_size, sweep.batch_size)"}
 SECTIONS = {
     "train": TrainConfig,
     "data": DataConfig,
@@ -126,7 +118,6 @@ SECTIONS = {
 }
 TOP_LEVEL = {"name": str, "seed": int, "replicas": int, "steps": int, "snapshot_every": int}
 SEED_MAX = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: 2**32 would be seed 0 again
-INT32_MAX = 2**31 - 1  # steps, batch sizes and replica ids are int32 on device
 
 
 @dataclass(frozen=True)
@@ -241,30 +232,6 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _coerce(field_name: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(field_name, value, "expected true or false")
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(field_name, value, "expected an integer")
-        if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(field_name, value, "expected an integer")
-        return int(value)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(field_name, value, "expected a number")
-        if not math.isfinite(value):
-            raise ConfigError(field_name, value, "expected a finite number")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(field_name, value, "expected a string")
-        return value
-    return value
-
-
 def _section(name: str, cls: type, raw: Any):
     if raw is None:
         return cls()
@@ -285,7 +252,6 @@ def _type_of(f: dataclasses.Field) -> type:
 
 def from_dict(raw: dict) -> Config:
     """Validate a raw dict (as read from TOML) into a Config; raises ConfigError."""
-    from dysonbm.models import REGISTRY  # late: models import jax
 
     allowed = set(TOP_LEVEL) | set(SECTIONS) | {"model", "sweep", "ensemble"}
     for key, value in raw.items():
@@ -319,11 +285,6 @@ def from_dict(raw: dict) -> Config:
     validate(cfg)
     resolved_ensemble(cfg)
     return cfg
-
-
-def is_process(model) -> bool:
-    """An eigenvalue SDE rather than a trained model (it has no loss)."""
-    return not hasattr(model, "loss_and_grad")
 
 
 def unread(cfg: Config, model) -> dict[str, str]:
@@ -386,42 +347,6 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
 
 # ---------------------------------------------------------------------------------------
 # validation and grid expansion
-
-def build_model(cfg: Config):
-    """Instantiate the model dataclass from the `[model]` table; unknown keys are errors."""
-    from dysonbm.models import REGISTRY
-
-    cls = REGISTRY[cfg.model]
-    known = {f.name: f for f in fields(cls)}
-    values = {}
-    for key, value in cfg.model_params.items():
-        if key in RUNNER_SET and key in known:
-            raise ConfigError(f"model.{key}", value, RUNNER_SET[key])
-        if key not in known or not known[key].init:
-            hint = f"; the per-replica value is train.{key} (or sweep.{key})" if key in HP_BASE else ""
-            raise ConfigError(f"model.{key}", value, f"unknown setting of model {cfg.model!r}{hint}")
-        default = known[key].default
-        if isinstance(default, (bool, int, float, str)) and not isinstance(value, list):
-            value = _coerce(f"model.{key}", value, type(default))
-        elif isinstance(value, list):
-            value = _freeze(value)
-        values[key] = value
-    try:
-        model = cls(**values)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError("model", cfg.model_params, str(err)) from None
-    ignored = getattr(model, "unread_settings", dict)()
-    for key in cfg.model_params:
-        if key in ignored:
-            raise ConfigError(f"model.{key}", cfg.model_params[key], ignored[key])
-    return model
-
-
-def _freeze(value):
-    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
-
 
 def hyper_names(model) -> tuple[str, ...]:
     return HP_BASE + tuple(model.sweepable)
@@ -511,8 +436,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("run.unroll", r.unroll, "must be at least 1")
     if r.dtype not in ("float32", "float64"):
         raise ConfigError("run.dtype", r.dtype, "float32 or float64")
-    from dysonbm import sizes
-
     sizes.check_grid(cfg)  # before the grid is expanded into a list of points
     model = build_model(cfg)
     grid_points(cfg, model)

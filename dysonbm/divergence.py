@@ -3,7 +3,7 @@
 Under ``vmap`` a replica cannot leave the batch: it keeps being stepped, and a select keeps
 its old values. Its neighbours run on untouched (a select, not a branch, so nothing they
 compute depends on it), and its snapshots stay finite. Both the SGD kernel
-(`dysonbm.sgd_kernel`) and the runner's SDE replicas (`dysonbm.engine`) freeze this way.
+(`dysonbm.sgd`) and the runner's SDE replicas (`dysonbm.engine`) freeze this way.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Replicas × steps: vmap over replicas, lax.scan over steps, of any simulation.
 
 From Python, `simulate` runs any triple of single-replica functions in the protocol of the
-eigenvalue SDEs (`dysonbm.dyson.Process`)::
+eigenvalue SDEs (`dysonbm.sde.Process`)::
 
     init(key, hp) -> state ;  step(state, key, hp) -> state ;  observe(state, hp) -> {name: array}
 
@@ -42,9 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import divergence, linalg
-from dysonbm.models.base import tree_sum
-from dysonbm.sgd_kernel import Bounds, sgd
+from dysonbm import counter_rng, divergence, linalg
+from dysonbm.summation import tree_sum
+from dysonbm.sgd import Bounds, sgd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,15 +186,8 @@ def outcome(state: dict) -> tuple[Any, Any]:
 # eigenvalue SDEs
 
 
-def is_process(model) -> bool:
-    """An eigenvalue SDE (`dysonbm.dyson.Process`) rather than a trained model."""
-    from dysonbm.dyson import Process
-
-    return isinstance(model, Process)
-
-
 def make_sde_sim(process) -> Simulation:
-    """Replicas of an SDE process (`dysonbm.dyson`), frozen at their last finite state and
+    """Replicas of an SDE process (`dysonbm.sde`), frozen at their last finite state and
     flagged if they turn non-finite, as in SGD."""
     sim = from_triple(process.init, process.step, process.observe, freeze=True)
     hp0 = {"lr": 0.1, "batch_size": 1, "init_std": 0.1, **process.defaults()}
@@ -215,15 +208,13 @@ def draw_samples(model, key, problem, count: int):
 
 
 def dataset(model, input_key, noise_key, problem, count: int):
-    """Samples 0 … count−1: sample j from ``fold_in(input_key, j)`` and ``fold_in(noise_key, j)``,
+    """Samples 0 … count−1, inputs from ``input_key`` and noise from ``noise_key`` (`Model.draw_inputs`),
     so a dataset shares its inputs and its noise at their own granularities, and sample j is
     the same whatever ``count``."""
-
-    def one(j):
-        noise = model.draw_noise(jax.random.fold_in(noise_key, j)) if model.has_noise else ()
-        return model.make_sample(problem, model.draw_input(jax.random.fold_in(input_key, j)), noise)
-
-    return jax.vmap(one)(jnp.arange(count))
+    inputs = model.draw_inputs(input_key, count)
+    if not model.has_noise:
+        return jax.vmap(lambda x: model.make_sample(problem, x, ()))(inputs)
+    return jax.vmap(lambda x, a: model.make_sample(problem, x, a))(inputs, model.draw_noises(noise_key, count))
 
 
 def test_set(model, test_key, problem, count: int):
@@ -243,14 +234,6 @@ class DataLayout:
     reshuffle: bool = False
     n_test: int = 128
 
-    @classmethod
-    def from_config(cls, cfg, max_batch: int) -> "DataLayout":
-        d = cfg.data
-        if d.protocol == "online":
-            return cls("online", max_batch, n_test=d.n_test)
-        n_max = d.n_data if d.n_data else d.batches_per_epoch * max_batch
-        return cls(d.protocol, max_batch, n_max, d.batches_per_epoch, d.n_data, d.reshuffle, d.n_test)
-
     def dataset_size(self, batch_size):
         """Samples a replica of this batch size trains on (a whole number of batches)."""
         if self.batches_per_epoch:
@@ -267,9 +250,7 @@ def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool =
 
     def shuffled(key, epoch, n_valid):
         # argsort of per-index uniforms; invalid (padding) indices sort last
-        u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, epoch), j)))(
-            jnp.arange(layout.n_max)
-        )
+        u = counter_rng.uniform(jax.random.fold_in(key, epoch), (layout.n_max,))
         return jnp.argsort(jnp.where(jnp.arange(layout.n_max) < n_valid, u, jnp.inf)).astype(jnp.int32)
 
     def init(keys, hp):

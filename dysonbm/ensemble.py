@@ -13,9 +13,10 @@ ingredients, and the config's ``[ensemble]`` table says at which granularity eac
 Keys. Every ingredient has its own root ``fold_in(key(seed), TAG)``, and a replica reads the
 root folded with its unit: its global id ``g = p·R + r``, its point ``p``, or 0. A replica's
 numbers are therefore independent of chunking, devices and neighbours, whatever is shared.
-Sample ``j`` of a finite dataset uses ``fold_in(inputs_key, j)`` and ``fold_in(noise_key, j)``:
-the noise is frozen per sample index (batch j sees the same ``a_j`` in every epoch). Online,
-step ``t`` draws sample ``i`` from ``fold_in(fold_in(key, t), i)``: fresh every step. The
+A finite dataset of n samples is ``model.draw_inputs(inputs_key, n)`` and
+``model.draw_noises(noise_key, n)``, sample j depending on j alone: the noise is frozen per
+sample index (batch j sees the same ``a_j`` in every epoch). Online, step ``t`` draws its
+batch the same way from ``fold_in(key, t)``: fresh every step. The
 replica's own key ``fold_in(key(seed), REPLICA)`` folded with ``g`` draws its init and the
 randomness of its steps (Gibbs chains, reshuffles).
 
@@ -37,9 +38,13 @@ REPLICA = 3
 KEY_DERIVATION = (
     "ingredient key = fold_in(fold_in(key(seed), tag), unit) with tags problem 0, test 1, inputs 2, "
     "noise 4 and unit = p * replicas + r (replica), p (point) or 0 (run); replica key = "
-    "fold_in(fold_in(key(seed), 3), p * replicas + r); dataset sample j: fold_in(ingredient key, j); "
-    "online sample i of step t: fold_in(fold_in(ingredient key, t), i); test sample j: "
-    "fold_in(fold_in(test key, 0), j) for inputs, fold_in(fold_in(test key, 1), j) for noise"
+    "fold_in(fold_in(key(seed), 3), p * replicas + r); dataset of n samples: "
+    "model.draw_inputs(ingredient key, n), model.draw_noises(ingredient key, n); online batch of step t: "
+    "the same from fold_in(ingredient key, t); test set: the same from fold_in(test key, 0) for inputs, "
+    "fold_in(test key, 1) for noise; Gaussian blocks: dysonbm.counter_rng.normal(key, (n, *shape)), "
+    "word i = h(h(i ^ k0) + k1), (k0, k1) = jax.random.bits(key, (2,), uint32), h = lowbias32, "
+    "u(w) = (2 * (w >> 9) + 1) / 2**24, normals 2m, 2m+1 = r cos(2 pi u(w_2m+1)), r sin(2 pi u(w_2m+1)), "
+    "r = sqrt(-2 log u(w_2m))"
 )
 
 

@@ -325,7 +325,7 @@ class MergeError(ValueError):
 
 
 # manifest entries that describe how one process ran, not what was computed
-RUN_INFO = ("shard", "wall_time_s", "created", "device", "chunk_size", "chunk_slots", "versions")
+RUN_INFO = ("shard", "wall_time_s", "compile_s", "compiles", "created", "device", "chunk_size", "chunk_slots", "versions")
 
 
 def merge(shards: list[Results]) -> Results:
@@ -371,7 +371,8 @@ def merge(shards: list[Results]) -> Results:
         arrays[name] = whole.reshape((n_points, replicas) + whole.shape[1:])
         axes[name] = ("point", "replica") + tuple(ax[1:])
     manifest = {k: v for k, v in first.manifest.items() if k not in ("shard", "axes")}
-    manifest["wall_time_s"] = max(r.manifest.get("wall_time_s", 0.0) for r in shards)
+    for timing in ("wall_time_s", "compile_s"):
+        manifest[timing] = max(r.manifest.get(timing, 0.0) for r in shards)
     manifest["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     manifest["merged_from"] = [{k: r.manifest[k] for k in RUN_INFO if k in r.manifest} for r in ordered]
     return Results(manifest, arrays, axes)
@@ -457,6 +458,7 @@ def summary_table(results: Results) -> str:
     head = (
         f"{m['config']['name']}: model {m['config']['model']['name']}, grid {grid_text(m['config'])}: {len(points)} points x "
         f"{div.shape[1]} replicas, {m['config']['steps']} steps, {len(results.steps)} snapshots, "
-        f"{m.get('wall_time_s', float('nan')):.1f} s on {m.get('device', '?')}"
+        f"{m.get('wall_time_s', float('nan')):.1f} s (compile {m.get('compile_s', float('nan')):.1f} s) "
+        f"on {m.get('device', '?')}"
     )
     return "\n".join([head, line(cols), *(line(r) for r in rows)])

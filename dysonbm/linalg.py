@@ -14,7 +14,9 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 
-def _per_matrix(fn):
+def per_matrix(fn):
+    """``fn`` of one matrix, batched under ``vmap`` as a loop of single-matrix calls on CPU
+    (module docstring) and as the batched library call elsewhere."""
     sequential = jax.custom_batching.sequential_vmap(fn)
 
     def call(x):
@@ -24,25 +26,25 @@ def _per_matrix(fn):
     return call
 
 
-@_per_matrix
+@per_matrix
 def eigh(x):
     """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""
     return jnp.linalg.eigh(x)
 
 
-@_per_matrix
+@per_matrix
 def eigvalsh(x):
     """Eigenvalues (ascending) of a symmetric matrix."""
     return jnp.linalg.eigvalsh(x)
 
 
-@_per_matrix
+@per_matrix
 def svdvals(x):
     """Singular values (descending)."""
     return jnp.linalg.svd(x, compute_uv=False)
 
 
-@_per_matrix
+@per_matrix
 def _cholesky(x):
     return jnp.linalg.cholesky(x, symmetrize_input=False)
 

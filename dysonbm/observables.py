@@ -22,87 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from dysonbm import linalg
+from dysonbm.summation import tree_sum
 
 Array = jnp.ndarray
 
-ACTIVATIONS = ("tanh", "relu", "identity")
-
 
 # ---------------------------------------------------------------------------------------
-# The multilayer network
+# Spacings
 # ---------------------------------------------------------------------------------------
-def activation_and_derivative(name: str) -> tuple[Callable, Callable]:
-    """``(f, f')`` for ``name`` in ``ACTIVATIONS`` (a static string, resolved at trace time)."""
-    if name == "tanh":
-        return jnp.tanh, lambda a: 1.0 - jnp.tanh(a) ** 2
-    if name == "relu":
-        # f'(0) = 0, the same convention as jax.nn.relu's derivative
-        return (lambda a: jnp.maximum(a, 0.0)), (lambda a: (a > 0).astype(a.dtype))
-    if name == "identity":
-        return (lambda a: a), jnp.ones_like
-    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
-
-
-def input_features(M: Array, x: Array) -> Array:
-    """φ0 = tanh(M x) for each input: ``(n, L)``."""
-    return jnp.tanh(x @ M.T)
-
-
-def features(W: Array, M: Array, x: Array, activation: str = "tanh") -> Array:
-    """Hidden features s = f(W φ0(x)): ``(n, K)``."""
-    f, _ = activation_and_derivative(activation)
-    return f(input_features(M, x) @ W.T)
-
-
-def predict(W: Array, M: Array, Z: Array, x: Array, activation: str = "tanh") -> Array:
-    """Network output ŷ = Z·s: ``(n,)``."""
-    return features(W, M, x, activation) @ Z
-
-
-def multilayer_loss(W, M, Z, x, y, activation: str = "tanh") -> Array:
-    """Mean loss ½ mean_n (ŷ_n − y_n)²."""
-    r = predict(W, M, Z, x, activation) - y
-    return 0.5 * jnp.mean(r * r)
-
-
-def per_sample_grads(W, M, Z, x, y, activation: str = "tanh") -> Array:
-    """g_n = −∂ℓ_n/∂W = −(ŷ_n − y_n) (Z ⊙ f'(W φ0_n)) φ0_nᵀ: ``(n, K, L)``."""
-    return per_sample_grads_from_features(W, Z, input_features(M, x), y, activation)
-
-
-def per_sample_grads_from_features(W, Z, phi0, y, activation: str = "tanh") -> Array:
-    """``per_sample_grads`` from the first-layer features φ0 (n, L), as samples store them."""
-    f, fprime = activation_and_derivative(activation)
-    a = phi0 @ W.T
-    residual = f(a) @ Z - y
-    back = -residual[:, None] * Z[None, :] * fprime(a)  # (n, K)
-    return back[:, :, None] * phi0[:, None, :]
-
-
-def gradient_norm(W, M, Z, x, y, activation: str = "tanh") -> Array:
-    """Frobenius norm of the full-batch gradient ‖mean_n g_n‖ on the given inputs."""
-    g = jnp.mean(per_sample_grads(W, M, Z, x, y, activation), axis=0)
-    return jnp.sqrt(jnp.sum(g * g))
-
-
-# ---------------------------------------------------------------------------------------
-# Spectra
-# ---------------------------------------------------------------------------------------
-def gram_spectrum(W: Array) -> Array:
-    """Eigenvalues of X = W Wᵀ in DESCENDING order (the squared singular values of W)."""
-    return linalg.eigvalsh(W @ W.T)[::-1]
-
-
-def singular_values(W: Array) -> Array:
-    """Singular values of W in descending order."""
-    return linalg.svdvals(W)
-
-
-def symmetric_spectrum(W: Array) -> Array:
-    """Eigenvalues of the symmetric part (W + Wᵀ)/2 of a square W, ASCENDING."""
-    return linalg.eigvalsh(0.5 * (W + W.T))
-
-
 def mean_spacing(levels: Array) -> Array:
     """Mean nearest-neighbour spacing ū = (x_max − x_min)/(N − 1) along the last axis.
 
@@ -110,11 +37,6 @@ def mean_spacing(levels: Array) -> Array:
     """
     n = levels.shape[-1]
     return (jnp.max(levels, axis=-1) - jnp.min(levels, axis=-1)) / (n - 1)
-
-
-def spacing_growth_rate(mean_spacing_t, mean_spacing_0, t) -> Array:
-    """λ = ln(ū(t)/ū(0))/t for one replica; the ensemble mean ⟨·⟩ is taken over replicas later."""
-    return jnp.log(mean_spacing_t / mean_spacing_0) / t
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,8 +88,6 @@ def increment_moments(W: Array, g: Array) -> dict:
     P = jnp.einsum("ai,nab,bj->nij", U, dX, U)
     drift = jnp.mean(P, axis=0)
     dev = P - drift
-    from dysonbm.models.base import tree_sum
-
     raw = dX - tree_sum(dX) / dX.shape[0]
     # sums in an order fixed by the shapes alone (`tree_sum`): a matrix product inside the
     # vmapped program would sum in an order chosen for the whole chunk
@@ -182,8 +102,6 @@ def increment_moments(W: Array, g: Array) -> dict:
 
 def _ordered_matmul(a: Array, b: Array) -> Array:
     """a @ b summed over the inner index by `tree_sum`."""
-    from dysonbm.models.base import tree_sum
-
     return tree_sum(a.T[:, :, None] * b[:, None, :])
 
 
@@ -220,55 +138,18 @@ def drift_coulomb_from_moments(drift: Array, noise: Array) -> tuple[Array, Array
     k_t = jnp.abs(drift[0, 0]) - jnp.abs(drift[K - 1, K - 1])
     k = jnp.arange(1, K - 1)  # k = 1 … K−2
     # 1-based Ṽ_{1,k+1} -> noise[0, k];  Ṽ_{K,K−k} -> noise[K−1, K−1−k]
-    from dysonbm.models.base import tree_sum
-
     pairs = (noise[0, k] + noise[K - 1, K - 1 - k]) / k
     v_t = 2.0 * noise[0, K - 1] / (K - 1) + tree_sum(pairs)  # fixed order: Ṽ_paper's terms cancel
     return k_t, v_t
 
 
-def drift_coulomb_terms(W, M, Z, x, y, activation: str = "tanh"):
-    """``(K_t, V_t, extra)`` of SCIENCE.md §3.3 on the test inputs ``x`` (n, D), labels ``y``.
-
-    Per test sample dX_n = W g_nᵀ + g_n Wᵀ with g_n = −∂ℓ_n/∂W; K̃, Ṽ as in
-    ``projected_increment_moments``; K_t, V_t as in ``drift_coulomb_from_moments``.
-    ``extra`` = {"drift": K̃ (K, K), "noise": Ṽ (K, K), "levels": x (K,) descending,
-    "noise_paper": Ṽ_paper (K, K), "V_t_paper": V_t from Ṽ_paper} (``increment_moments``).
-    """
-    return drift_coulomb_from_features(W, Z, input_features(M, x), y, activation)
-
-
-def drift_coulomb_from_features(W, Z, phi0, y, activation: str = "tanh"):
-    """``drift_coulomb_terms`` from the first-layer features φ0 (n, L) instead of the inputs."""
-    g = per_sample_grads_from_features(W, Z, phi0, y, activation)
-    m = increment_moments(W, g)
-    k_t, v_t = drift_coulomb_from_moments(m["drift"], m["noise"])
-    _, v_paper = drift_coulomb_from_moments(m["drift"], m["noise_paper"])
-    return k_t, v_t, {**m, "V_t_paper": v_paper}
-
-
-def drift_dominated(K_t, V_t, T, sigma_w, K: int, L: int):
+def drift_dominated(K_t, V_t, T, init_std, K: int, L: int):
     """Drift-dominated (ordered) test: K_t / (sqrt(r) (K − 1)) ≥ T V_t / (4 σ_W²), r = L/K.
 
     Plain arithmetic, so it works on JAX and numpy arrays alike (broadcasting over replicas).
     """
     r = L / K
-    return K_t / (r**0.5 * (K - 1)) >= T * V_t / (4.0 * sigma_w**2)
-
-
-def diagonal_drift_and_noise(W, M, Z, x, y, activation: str = "tanh") -> tuple[Array, Array]:
-    """``(K̃_ii, Ṽ_ij)``: level drift (K,) and pair-noise matrix (K, K), descending eigenbasis.
-
-    The coefficients of the eigenvalue Langevin equation of X = W Wᵀ in the time τ = α·steps
-    (second-order perturbation theory to leading order in α, batch |B|, T = α/|B|):
-
-        dx_i = [K̃_ii + T Σ_{j≠i} Ṽ_ij/(x_i − x_j) + T C̃_ii] dτ + sqrt(T Ṽ_ii) dB_i
-
-    with the Itô term C̃_ii of `level_terms`.
-    """
-    g = per_sample_grads(W, M, Z, x, y, activation)
-    drift, noise, _ = projected_increment_moments(W, g)
-    return jnp.diagonal(drift), noise
+    return K_t / (r**0.5 * (K - 1)) >= T * V_t / (4.0 * init_std**2)
 
 
 def level_terms(W: Array, per_sample_grads: Callable[[Array], Array]) -> tuple[Array, Array]:
@@ -287,8 +168,6 @@ def level_terms(W: Array, per_sample_grads: Callable[[Array], Array]) -> tuple[A
     """
     # sums in an order fixed by the shape alone, so a replica's numbers do not depend on its
     # chunk (imported here: dysonbm.models imports this module)
-    from dysonbm.models.base import tree_sum
-
     x, U = linalg.eigh(W @ W.T)
     x, U = x[::-1], U[:, ::-1]
     s = jnp.sqrt(jnp.maximum(x, 0.0))

@@ -20,7 +20,13 @@ import math
 import os
 from pathlib import Path
 
-from dysonbm.config import HP_BASE, INT32_MAX, Config, ConfigError
+from typing import TYPE_CHECKING
+
+from dysonbm.registry import build_model
+from dysonbm.values import HP_BASE, INT32_MAX, ConfigError
+
+if TYPE_CHECKING:
+    from dysonbm.config import Config
 
 HEADROOM = 2  # as `runner.HEADROOM`: device bytes per replica over the arrays counted
 POINT_BYTES = 2048  # one grid point: a Python dict in the plan and its entry in the manifest
@@ -110,8 +116,6 @@ def check_sizes(cfg: Config, shard: tuple[int, int] | None = None) -> None:
     float64 and cast, and the grid point of each), the steps of the snapshots, and the
     results of the run or of the largest shard at one float32 per snapshot per replica.
     """
-    from dysonbm.config import build_model
-
     check_grid(cfg)
     n_points = grid_size(cfg)
     total = n_points * cfg.replicas

@@ -1,4 +1,4 @@
-"""`dbm spectrum`: the diagnostics of `dysonbm.spectrum` for every 2-D matrix of checkpoints.
+"""`dbm spectrum`: the diagnostics of `dysonbm.analysis.spectrum` for every 2-D matrix of checkpoints.
 
 Each bad input (a missing or corrupt file, a file without 2-D arrays, a matrix with a single
 row or column, or with NaN/inf entries) prints one line naming the file and matrix, and the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dysonbm import spectrum as sp
-from dysonbm.weights import WeightsError, load_arrays, results_steps
+from dysonbm.analysis import spectrum as sp
+from dysonbm.analysis.weights import WeightsError, load_arrays, results_steps
 
 COLUMNS = ["source", "matrix", "rows", "cols", "c", "sigma2", "sigma2_err", "c_fit", "edge_lo", "edge_hi",
            "explained", "ks_mp", "n_outliers", "top_outlier", "tail_alpha", "tail_alpha_err", "tail_xmin",
@@ -94,7 +94,7 @@ def _figure(path: Path, title: str, x: np.ndarray, row: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dysonbm import rmt
+    from dysonbm.analysis import rmt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     hi = max(row["edge_hi"] * 1.5, np.quantile(x, 0.99))

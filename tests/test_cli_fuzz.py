@@ -25,7 +25,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from dysonbm import cli, runner  # noqa: E402
+from dysonbm import cli  # noqa: E402
+from dysonbm.runner import dryrun  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # values a user might type: mostly plausible, often not
@@ -169,7 +170,7 @@ def test_dry_run_succeeds_or_exits_2_with_one_line(doc, sets):
         out, err = io.StringIO(), io.StringIO()
         x64 = jax.config.jax_enable_x64
         try:
-            with mock.patch.object(runner, "calibrate", _no_calibration), \
+            with mock.patch.object(dryrun, "calibrate", _no_calibration), \
                     contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
                     code = cli.main(argv)

@@ -6,10 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dysonbm import observables, phase_plots, phases
+from dysonbm.analysis import phases
 from dysonbm.io import Results
 from dysonbm.models.multilayer import Multilayer
+from dysonbm.plots import phase_diagram as phase_plots
 from dysonbm.reproduce import phase_diagram
+
+import multilayer_reference as mlp
 
 K, L, R, S = 16, 32, 40, 5
 T_VALUES = np.array([0.125, 0.5, 2.0, 8.0, 32.0, 128.0])
@@ -62,7 +65,7 @@ def summary():
 
 
 def test_assemble_uses_the_published_criterion_and_keeps_the_others(summary):
-    weak = summary["sigma_w"] == SIGMAS.min()
+    weak = summary["init_std"] == SIGMAS.min()
     assert summary["drift_rule"] == "final/paper"
     np.testing.assert_allclose(summary["drift_fraction"][weak], PAPER / R)
     fr = summary["drift_fractions"]
@@ -79,7 +82,7 @@ def test_critical_temperature_with_error_per_variant(summary):
     # published: 0.9 at T = 2, 0.5 at T = 8; the SDE's: 0.8 at T = 0.5, 0.5 at T = 2
     assert tc["final/paper"]["T_c"] == pytest.approx(_log_interp(2, 0.9, 0.5), rel=1e-12)
     assert tc["final/sde"]["T_c"] == pytest.approx(_log_interp(1, 0.8, 0.5), rel=1e-12)
-    assert tc["final/paper"]["sigma_w"] == SIGMAS.min()
+    assert tc["final/paper"]["init_std"] == SIGMAS.min()
     for v in tc.values():
         assert v["replicas"] == R and v["n_boot"] == phases.TC_BOOTSTRAP
     # bootstrap error of a binomial crossing: about sqrt(f(1 − f)/R)/|slope| in ln T
@@ -117,7 +120,7 @@ def test_without_the_papers_noise_the_sde_final_rule_leads(tmp_path):
     s = phases.assemble(synthetic(with_paper=False), teacher_spectrum=np.linspace(3, 0.1, K))
     assert s["drift_rule"] == "final/sde"
     assert set(s["drift_fractions"]) == {"final/sde", "majority/sde"}
-    weak = s["sigma_w"] == SIGMAS.min()
+    weak = s["init_std"] == SIGMAS.min()
     np.testing.assert_allclose(s["drift_fraction"][weak], BOTH / R)
     assert "did not record V_t_paper" in phase_diagram.drift_note(s)
     assert phase_plots.phase_map(s, tmp_path / "m.png").stat().st_size > 10_000
@@ -131,7 +134,7 @@ def test_multilayer_records_both_noise_matrices():
     y = model.output(problem["teacher"], phi0, problem["Z"])
     w0 = model.init(jax.random.key(2), problem, {"init_std": 1.0})[0]
     out = jax.jit(lambda w: model.observables(w, w0, problem, {"phi0": phi0, "y": y}, {}))(w0)
-    k_t, v_t, extra = observables.drift_coulomb_from_features(w0, problem["Z"], phi0, y)
+    k_t, v_t, extra = mlp.drift_coulomb_from_features(w0, problem["Z"], phi0, y)
     np.testing.assert_allclose(out["V_t"], v_t, rtol=1e-5)
     v_t_paper = phases.coulomb_term(out["pair_noise_paper"])  # formed on the host from the recorded matrix
     np.testing.assert_allclose(v_t_paper, extra["V_t_paper"], rtol=1e-4)

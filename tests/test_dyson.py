@@ -1,4 +1,4 @@
-"""Physics checks of `dysonbm.dyson`: eigenvalue SDEs against exact laws and matrix space.
+"""Physics checks of `dysonbm.sde`: eigenvalue SDEs against exact laws and matrix space.
 
 Statistical tests use fixed keys and tolerances derived from the estimator's standard
 error (5σ) or KS tests with Bonferroni-corrected thresholds. Heavy checks are marked slow.
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from dysonbm import dyson as dy
+from dysonbm import sde as dy
+from dysonbm.sde import bonds
 from conftest import enable_x64
 
 KEY = jax.random.key(20240611)
@@ -25,7 +26,7 @@ R_REF = 12000  # draws of the exact references they are compared with
 
 
 # --------------------------------------------------------------------------------------
-# local reference laws (kept here so these tests do not depend on dysonbm.rmt)
+# local reference laws (kept here so these tests do not depend on dysonbm.analysis.rmt)
 # --------------------------------------------------------------------------------------
 def semicircle_cdf(x, radius):
     x = np.clip(np.asarray(x, dtype=float), -radius, radius)
@@ -291,16 +292,16 @@ def test_squeezed_bond_below_float_resolution():
     the repulsion step stays ordered and moves no mean."""
     gaps = jnp.asarray([0.08, 0.1, 7e-5, 0.1, 0.08], jnp.float32)
     b = 11.6 + jnp.concatenate([jnp.zeros(1), jnp.cumsum(gaps)])
-    c = dy.Couplings(jnp.asarray([3e-4, 3e-4, 4e-9, 3e-4, 3e-4], jnp.float32))
-    m, iters, converged = dy._prox(b, c, jnp.float32(3e-3), 50)
+    c = bonds.Couplings(jnp.asarray([3e-4, 3e-4, 4e-9, 3e-4, 3e-4], jnp.float32))
+    m, iters, converged = bonds._prox(b, c, jnp.float32(3e-3), 50)
     assert int(iters) < 10
     resolution = 16 * float(jnp.finfo(jnp.float32).eps) * 12.0
     if bool(converged):
-        grad, q, w = dy._barrier_terms(m, c)
-        newton_step = dy._solve_mmatrix(1.0 + q, w, grad + m - b)
+        grad, q, w = bonds._barrier_terms(m, c)
+        newton_step = bonds._solve_mmatrix(1.0 + q, w, grad + m - b)
         assert float(jnp.max(jnp.abs(newton_step))) < resolution
-    mean = dy.Couplings(jnp.full(5, 3e-4, jnp.float32))
-    y, _ = dy._repel(b, c, mean, jnp.float32(3e-3), 50)
+    mean = bonds.Couplings(jnp.full(5, 3e-4, jnp.float32))
+    y, _ = bonds._repel(b, c, mean, jnp.float32(3e-3), 50)
     assert bool(jnp.all(jnp.diff(y) > 0)) and bool(jnp.all(jnp.isfinite(y)))
     assert abs(float(jnp.mean(y) - jnp.mean(b))) < resolution  # the repulsion moves no mean
 
@@ -406,7 +407,7 @@ def test_validate_hp_arrays_and_simulate():
 
 
 def test_sgd_helpers():
-    assert dy.temperature_from_sgd(0.1, 16) == pytest.approx(0.1 / 16)
+    assert dy.temperature(0.1, 16) == pytest.approx(0.1 / 16)
     lr, bs, var = 0.1, 16, 0.01
     assert dy.diffusion_from_noise(lr, bs, var) == pytest.approx(lr * var / bs)
     assert dy.diffusion_from_noise(lr, bs, var, symmetric_part=True) == pytest.approx(lr * var / (2 * bs))

@@ -56,7 +56,7 @@ def test_bad_sde_parameters_exit_2(setting, write_config, tmp_path, capsys):
 def test_potential_must_be_a_function_of_one_level(write_config, tmp_path, capsys):
     import jax.numpy as jnp
 
-    from dysonbm import dyson
+    from dysonbm import sde
 
     out = tmp_path / "never"
     code = cli.main(["run", str(write_config(DYSON)), "--set", 'model.potential="sextic"', "--out", str(out)])
@@ -64,11 +64,11 @@ def test_potential_must_be_a_function_of_one_level(write_config, tmp_path, capsy
     assert "potential" in capsys.readouterr().err
     # a function of the level vector is refused, with the shape it returned for one level
     with pytest.raises(ValueError, match=r"must map one scalar level to a scalar, got output shape \(3,\)"):
-        dyson.DysonBM(n=4, potential=lambda lam, hp: lam * jnp.ones(3))
+        sde.DysonBM(n=4, potential=lambda lam, hp: lam * jnp.ones(3))
     # one that cannot take a scalar level at all (it indexes the vector)
     with pytest.raises(ValueError, match="not a function of one scalar level"):
-        dyson.DysonBM(n=4, potential=lambda lam, hp: lam[0] ** 2)
+        sde.DysonBM(n=4, potential=lambda lam, hp: lam[0] ** 2)
     # a one-level U = λ⁴/4 is accepted, and its force is −U'(λ) = −λ³ level by level
-    model = dyson.DysonBM(n=4, potential=lambda lam, hp: 0.25 * lam**4)
+    model = sde.DysonBM(n=4, potential=lambda lam, hp: 0.25 * lam**4)
     force = model.potential.force(jnp.array([1.0, -2.0, 0.5]), model.defaults())
     np.testing.assert_allclose(force, [-1.0, 8.0, -0.125], rtol=1e-6)

@@ -104,6 +104,15 @@ def test_result_does_not_depend_on_chunk_size(make):
             np.testing.assert_array_equal(runs[c][name], runs[64][name], err_msg=f"{name}, chunk {c}")
 
 
+def test_a_sweep_compiles_once_per_program_and_reports_it_apart(capsys):
+    # 4 grid points x 6 replicas in chunks of 4: six chunks, one compile of init and of the segment
+    cfg = ts_cfg(replicas=6, steps=20, every=10, sweep="lr = [0.05, 0.1]\nbatch_size = [4, 16]", run={"chunk_size": 4})
+    res = runner.run(cfg, progress=True, devices=1)
+    assert res.manifest["compiles"] == 2
+    assert 0 < res.manifest["compile_s"] < res.manifest["wall_time_s"]
+    assert "compile" in capsys.readouterr().err
+
+
 def test_sharding_over_two_devices_is_bitwise_equal_to_one():
     assert len(jax.devices()) >= 2
     cfg = ml_cfg(replicas=10, steps=20, every=10, record={"weights": True})

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from dysonbm import config, presets, runner
+from dysonbm import config, counter_rng, presets, runner
 from dysonbm.config import ConfigError
 
 
@@ -51,10 +51,11 @@ def test_published_ts_point_replicas_differ_and_spread_is_the_frozen_noise_law()
     assert np.unique(w[:, -1].reshape(replicas, 4), axis=0).shape[0] == replicas
     assert s.std() > 0.3 * s.mean()
 
-    # the point's inputs as the ensemble keys define them: fold_in(fold_in(key(seed), 2), p), sample j
+    # the point's inputs as the ensemble keys define them: fold_in(fold_in(key(seed), 2), p), a
+    # counter-based Gaussian block whose row j is sample j
     inputs_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 2), 0)
     n_data = cfg.data.batches_per_epoch * bs
-    x = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(inputs_key, j), (2,))) for j in range(n_data)])
+    x = np.asarray(counter_rng.normal(inputs_key, (n_data, 2)))
     exact = frozen_noise_covariances(x, lr, bs, cfg.model_params["noise"], cfg.train.init_std, cfg.steps)
     for snap in (1, 2, 3):  # 125, 250, 375 steps: different batches, so independent given x
         sigma = exact[res.steps[snap] - 1]
@@ -129,7 +130,7 @@ def test_published_teacher_student_collapse(tmp_path):
     """The full published preset (48 000 replicas, about 15 minutes on two cores): the spacings
     of every point follow the β = 1 surmise (KS ≤ 0.03) and ⟨S⟩ = a·sqrt(αA²/|B|) over the three
     sweeps gives a slope consistent with the published a = 1.878 ± 0.034 (within 2σ, both errors)."""
-    from dysonbm import scaling
+    from dysonbm.analysis import scaling
 
     cfg = config.load(presets.path("ts_linear_scaling"))
     an = scaling.analyse(runner.run(cfg, out=tmp_path / "ts", progress=False))

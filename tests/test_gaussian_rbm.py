@@ -336,7 +336,7 @@ def test_sgd_with_gibbs_chains_settles_at_fixed_points():
 
 # -- levels assigned to target modes by eigenvector overlap ---------------------------------
 
-from dysonbm import scaling  # noqa: E402
+from dysonbm.analysis import scaling  # noqa: E402
 from dysonbm.io import Results  # noqa: E402
 from dysonbm.models.gaussian_rbm import target_modes  # noqa: E402
 

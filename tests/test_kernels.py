@@ -1,5 +1,6 @@
 """The SGD kernel and `simulate` from Python, on the caller's own arrays, without a config."""
 
+import os
 import subprocess
 import sys
 
@@ -192,8 +193,22 @@ def test_simulate_refuses_inconsistent_sizes():
         dbm.sgd(TeacherStudent(), "adam")
 
 
-def test_import_dysonbm_loads_no_jax_and_keeps_sgd_a_function():
-    code = ("import sys, dysonbm; assert 'jax' not in sys.modules, 'jax imported'; "
-            "import dysonbm.engine, dysonbm.sgd_kernel, dysonbm.runner; assert callable(dysonbm.sgd); "
+def test_import_dysonbm_touches_no_device_and_keeps_sgd_a_function():
+    # XLA reads its flags when the backend starts, not at import: a device count set after
+    # `import dysonbm` (as the `dbm` command does) must still take effect
+    code = ("import os, dysonbm, dysonbm.engine, dysonbm.sgd, dysonbm.runner; "
+            "os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=3'; "
+            "import jax; assert len(jax.devices('cpu')) == 3, jax.devices(); "
+            "from dysonbm import sgd; assert callable(dysonbm.sgd) and sgd is dysonbm.sgd; "
             "assert dysonbm.simulate is dysonbm.engine.simulate; assert 'DysonBM' in dir(dysonbm)")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_dbm_command_still_sets_one_device_per_core():
+    # `import dysonbm` imports jax now; the command must still set the device count before XLA starts
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = ("import os, sys; os.sched_getaffinity = lambda pid: {0, 1, 2}; "
+            "from dysonbm import cli; sys.exit(cli.main(['info']))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    assert sum(line.strip().startswith(("0:", "1:", "2:")) for line in out.splitlines()) == 3, out

@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 
 import dysonbm
-
-from dysonbm import config, observables, phase_langevin, phase_plots, phases, runner
+from dysonbm import config, runner
+from dysonbm.analysis import level_sde, phases
+from dysonbm.models import multilayer
 from dysonbm.models.multilayer import Multilayer
+from dysonbm.plots import phase_diagram as phase_plots
 from dysonbm.reproduce import phase_diagram
+
+import multilayer_reference as mlp
 
 TINY = """
 name = "tiny_phase"
@@ -68,10 +72,10 @@ def test_multilayer_observables_match_direct_formulas():
     # q of the initial state is the mean squared feature; the mean over samples of the
     # per-sample gradients is minus the autodiff gradient of the mean loss
     np.testing.assert_allclose(model.observables(w0, w0, problem, test, {})["q"], np.mean(np.asarray(s0) ** 2), rtol=1e-5)
-    g = observables.per_sample_grads_from_features(w, problem["Z"], test["phi0"], test["y"])
+    g = multilayer.per_sample_grads_from_features(w, problem["Z"], test["phi0"], test["y"])
     auto = jax.grad(lambda v: model.loss(v, test, jnp.ones(64), problem, {}))(w)
     np.testing.assert_allclose(-np.mean(np.asarray(g), axis=0), auto, rtol=1e-4, atol=1e-7)
-    k_t, v_t, extra = observables.drift_coulomb_from_features(w, problem["Z"], test["phi0"], test["y"])
+    k_t, v_t, extra = mlp.drift_coulomb_from_features(w, problem["Z"], test["phi0"], test["y"])
     np.testing.assert_allclose(out["K_t"], k_t, rtol=1e-6)
     np.testing.assert_allclose(out["V_t"], v_t, rtol=1e-6)
     np.testing.assert_allclose(out["level_drift"], np.diagonal(extra["drift"]), rtol=1e-6)
@@ -141,13 +145,13 @@ def test_langevin_check_wiring_on_a_small_run(tiny, tmp_path):
     rows = phase_diagram.langevin_check(tiny, s, dense, points)
     assert len(rows) == 2 * len(points)
     for r in rows:
-        assert r["sgd"]["regime"] in phase_langevin.REGIMES
-        assert r["langevin"]["regime"] in phase_langevin.REGIMES
+        assert r["sgd"]["regime"] in level_sde.REGIMES
+        assert r["langevin"]["regime"] in level_sde.REGIMES
         assert r["x_hat"].shape[1:] == r["x_start"].shape
     json.dumps([phase_diagram._plain(r) for r in rows])
     text = "\n".join(phase_diagram.langevin_section(rows, {}, dense))
     assert "| ordered |" in text and "Langevin regime" in text
-    path = phase_plots.langevin_levels(dense, [r for r in rows if r["window"] == "early"],
+    path = phase_plots.level_predictions(dense, [r for r in rows if r["window"] == "early"],
                                        tmp_path / "lg.png", late=[r for r in rows if r["window"] == "late"])
     assert path.stat().st_size > 10_000
 

@@ -1,4 +1,4 @@
-"""The level SDE integrator and the cross-check helpers of `dysonbm.phase_langevin`.
+"""The level SDE integrator and the cross-check helpers of `dysonbm.analysis.level_sde`.
 
 Statistical tests use fixed keys and tolerances of 5 standard errors of the estimator.
 """
@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dysonbm import phase_langevin as pl
+from dysonbm.analysis import level_sde as pl
+from dysonbm.models import multilayer
 from dysonbm.models.multilayer import Multilayer
-from dysonbm import observables
+
 from conftest import enable_x64
 
 KEY = jax.random.key(20250214)
@@ -135,7 +136,7 @@ def test_level_terms_match_finite_differences_and_direct_formula():
             hi, lo = (observe(w + sgn * d) for sgn in (1, -1))
             slope = (hi["level_drift"][i] - lo["level_drift"][i]) / (hi["gram"][i] - lo["gram"][i])
             np.testing.assert_allclose(out["level_stiffness"][i], -slope, rtol=1e-5, atol=1e-10)
-        g = np.asarray(observables.per_sample_grads_from_features(w, problem["Z"], test["phi0"], test["y"]))
+        g = np.asarray(multilayer.per_sample_grads_from_features(w, problem["Z"], test["phi0"], test["y"]))
         U = np.linalg.eigh(np.asarray(w @ w.T))[1][:, ::-1]
         ito = np.einsum("ai,nal->nil", U, g).var(axis=0).sum(axis=-1)
         np.testing.assert_allclose(out["level_ito"], ito, rtol=1e-8, atol=1e-14)

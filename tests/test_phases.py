@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dysonbm import phases
+from dysonbm.analysis import phases
 
 K = 16
 _rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def test_phase_grid_majority_and_fractions():
 def test_compare_classifiers_table():
     labels = np.array([["ordered"] * 4, ["paramagnetic"] * 4, ["glassy"] * 4, ["ordered"] * 4])
     frac = np.array([0.99, 0.2, 0.5, 0.7])
-    coords = {"T": np.array([0.03, 64.0, 0.03, 1.0]), "sigma_w": np.array([0.5, 0.5, 4.0, 0.5])}
+    coords = {"T": np.array([0.03, 64.0, 0.03, 1.0]), "init_std": np.array([0.5, 0.5, 4.0, 0.5])}
     rows = phases.compare_classifiers(labels, frac, coords=coords)
     assert [r["majority"] for r in rows] == ["ordered", "paramagnetic", "glassy", "ordered"]
     assert [r["drift_level"] for r in rows] == [0.95, 0.0, 0.0, 0.68]
@@ -187,9 +187,9 @@ def test_disorder_line_is_where_tanh_of_a_gaussian_turns_bimodal():
 # ---------------------------------------------------------------------------------------
 # the drift criterion: final weights (published) or a majority of late snapshots
 # ---------------------------------------------------------------------------------------
-def _criterion_threshold(K=16, L=32, T=1.0, sigma_w=1.0, V=1.0):
+def _criterion_threshold(K=16, L=32, T=1.0, init_std=1.0, V=1.0):
     """K_t at equality of K_t/(√r (K−1)) ≥ T V_t/(4σ_W²)."""
-    return np.sqrt(L / K) * (K - 1) * T * V / (4.0 * sigma_w**2)
+    return np.sqrt(L / K) * (K - 1) * T * V / (4.0 * init_std**2)
 
 
 def test_final_and_majority_rules_differ_on_a_constructed_trajectory():

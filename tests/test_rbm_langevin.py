@@ -3,7 +3,7 @@
 System for the SDE checks: a diagonal target kernel diag(2, 3, 4) with μ² = 5, N_v = N_h = 3,
 so the fixed points x* = μ² − κ = 3, 2, 1 are one unit apart and the relaxation rates
 γ = 2x*/κ² = 1.5, 0.44, 0.125 differ; at T = α/|B| = 0.001 the widths (≲ 0.1) are far below the
-gaps, the regime where the small-T Langevin theory of `dysonbm.rbm_langevin` applies without
+gaps, the regime where the small-T Langevin theory of `dysonbm.analysis.rbm_langevin` applies without
 mode mixing. Tolerances: 5 standard errors, plus the known O(α) and O(T) corrections where
 they are not negligible against them (stated at each check).
 """
@@ -20,7 +20,7 @@ import pytest
 
 import dysonbm as dbm
 from conftest import enable_x64
-from dysonbm import rbm_langevin as rl
+from dysonbm.analysis import rbm_langevin as rl
 from dysonbm.models.gaussian_rbm import GaussianRBM, lattice_eigenvalues, target_modes
 
 KERNEL = ((2.0, 0.0, 0.0), (0.0, 3.0, 0.0), (0.0, 0.0, 4.0))

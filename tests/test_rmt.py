@@ -1,4 +1,4 @@
-"""Reference laws and statistics of dysonbm.rmt against sampled random matrices.
+"""Reference laws and statistics of dysonbm.analysis.rmt against sampled random matrices.
 
 Tolerances: a KS distance of n i.i.d. samples exceeds 1.63/sqrt(n) with probability
 1% and 1.95/sqrt(n) with probability 0.1% (Kolmogorov distribution), so "p > 1e-3"
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from dysonbm import rmt
+from dysonbm.analysis import rmt
 
 SURMISES = (1, 2, 4)
 
@@ -240,7 +240,7 @@ def test_two_level_fit_recovers_sigma():
     est = rmt.fit_two_level_sigma(pairs)
     assert est.value == fit.sigma and est.stderr == fit.sigma_err
     # the same width from the spacing, <S> = sqrt(pi) sigma
-    ms = rmt.mean_spacing(pairs)
+    ms = rmt.pair_spacing(pairs)
     assert abs(ms.value - math.sqrt(math.pi) * sigma) < 5 * ms.stderr
     diff = ms.value - math.sqrt(math.pi) * fit.sigma
     assert abs(diff) < 5 * math.hypot(ms.stderr, math.sqrt(math.pi) * fit.sigma_err)

@@ -1,4 +1,4 @@
-"""Linear-scaling analyses (dysonbm.scaling) on synthetic results and on teacher–student runs.
+"""Linear-scaling analyses (dysonbm.analysis.scaling) on synthetic results and on teacher–student runs.
 
 Statistical tolerances: for R·T Rayleigh spacings ``⟨S⟩`` has relative standard error
 ``sqrt(4/π − 1)/sqrt(n) ≈ 0.52/sqrt(n)``; the analysis reports its own error from the spread of
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import dysonbm as dbm
-from dysonbm import scaling
+from dysonbm.analysis import scaling
 from dysonbm.io import Results
 from dysonbm.models.teacher_student import stationary_mean_spacing, stationary_tau2
 

@@ -1,4 +1,4 @@
-"""SGD → Langevin (dysonbm.sgd_langevin): measured gradient noise, the Langevin integration, and
+"""SGD → Langevin (dysonbm.analysis.langevin_comparison): measured gradient noise, the Langevin integration, and
 the comparison with teacher–student SGD replicas.
 
 Tolerances are the estimators' own standard errors (5 of them): the noise variance from the
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import dysonbm as dbm
-from dysonbm import config, presets, sgd_langevin as sl
+from dysonbm import config, presets
+from dysonbm.analysis import langevin_comparison as sl
 from dysonbm.models.teacher_student import TeacherStudent
 
 A = 0.1
@@ -54,7 +55,7 @@ def test_measured_noise_gives_d_of_the_formula_plus_multiplicative_part(n, eigs,
     hp = {"lr": lr, "batch_size": bs, "init_std": 0.1, "noise": A}
     est = sl.gradient_noise(model, problem, teacher + E, hp, jax.random.key(1), n_samples=100_000)
     off, diag = exact_noise(E, A)
-    D, D_err = dbm.dyson.diffusion_from_noise(lr, bs, est.offdiag), dbm.dyson.diffusion_from_noise(lr, bs, est.offdiag_err)
+    D, D_err = dbm.sde.diffusion_from_noise(lr, bs, est.offdiag), dbm.sde.diffusion_from_noise(lr, bs, est.offdiag_err)
     D_exact, D_formula = lr * off / bs, lr * A**2 / bs
     assert D_err < 0.01 * D  # the test resolves a 1% effect
     assert abs(D - D_exact) < K * D_err, (D, D_exact, D_err)

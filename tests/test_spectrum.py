@@ -1,5 +1,5 @@
-"""`dysonbm.spectrum` estimators on matrices with known answers, the checkpoint readers of
-`dysonbm.weights` on files written here, and `dbm spectrum` (bad input: one line, exit 2).
+"""`dysonbm.analysis.spectrum` estimators on matrices with known answers, the checkpoint readers of
+`dysonbm.analysis.weights` on files written here, and `dbm spectrum` (bad input: one line, exit 2).
 
 Tolerances come from the estimators' standard errors (3σ unless the issue fixes another:
 tail exponents 2σ, the DBM diffusion 5 %); every draw uses a fixed seed.
@@ -15,9 +15,10 @@ import struct
 import numpy as np
 import pytest
 
-from dysonbm import cli, io, rmt
-from dysonbm import spectrum as sp
-from dysonbm import weights
+from dysonbm import cli, io
+from dysonbm.analysis import rmt
+from dysonbm.analysis import spectrum as sp
+from dysonbm.analysis import weights
 
 
 def gaussian(n, m, sigma2=1.0, seed=0):
@@ -151,7 +152,7 @@ def test_independent_levels_are_poisson():
 # ----------------------------------------------------------------------- diffusion
 def test_level_diffusion_recovers_D_of_a_dbm_trajectory():
     jax = pytest.importorskip("jax")
-    from dysonbm import dyson as dy
+    from dysonbm import sde as dy
 
     n, D = 32, 0.5
     dt = 0.2 * dy.recommended_dt(n, D)  # D·dt = 0.01 × squared spacing

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dysonbm import scaling
+from dysonbm.analysis import scaling
 from dysonbm.models.teacher_student import (
     gaussian_mean_norm,
     second_moment_map,

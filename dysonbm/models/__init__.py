@@ -1,15 +1,10 @@
-"""Models: one file each, all following the protocol of `dysonbm.models.base`."""
+"""Models: one file each, all following the protocol of `dysonbm.models.base`; `dysonbm.registry`
+maps their names to them."""
 
 from dysonbm.models.base import Model, masked_mean
 from dysonbm.models.gaussian_rbm import GaussianRBM
+from dysonbm.models.linear_net import LinearNet
 from dysonbm.models.multilayer import Multilayer
 from dysonbm.models.teacher_student import TeacherStudent
 
-REGISTRY: dict[str, type] = {cls.name: cls for cls in (TeacherStudent, Multilayer, GaussianRBM)}
-
-# eigenvalue SDEs run through the same runner (`[model] name = "dyson"`, ...)
-from dysonbm.dyson import DysonBM, MatrixDBM, MatrixWishart, WishartProcess  # noqa: E402
-
-REGISTRY.update({"dyson": DysonBM, "wishart": WishartProcess, "matrix_dyson": MatrixDBM, "matrix_wishart": MatrixWishart})
-
-__all__ = ["Model", "masked_mean", "GaussianRBM", "Multilayer", "TeacherStudent", "REGISTRY"]
+__all__ = ["Model", "masked_mean", "GaussianRBM", "LinearNet", "Multilayer", "TeacherStudent"]

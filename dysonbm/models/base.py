@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from dysonbm.summation import tree_sum  # noqa: F401  (models import it from here)
+
 PyTree = Any
 Array = jnp.ndarray
 
@@ -57,6 +59,16 @@ class Model:
     def draw_noise(self, key) -> PyTree:
         """The injected noise of one sample (models with ``has_noise``)."""
         return ()
+
+    def draw_inputs(self, key, count: int) -> PyTree:
+        """Inputs of samples 0 … count−1 stacked on a leading axis; sample j depends on ``key``
+        and ``j`` only, never on ``count``. By default sample j is ``draw_input(fold_in(key, j))``;
+        models with Gaussian inputs draw the whole block at once with `dysonbm.counter_rng`."""
+        return jax.vmap(lambda j: self.draw_input(jax.random.fold_in(key, j)))(jnp.arange(count))
+
+    def draw_noises(self, key, count: int) -> PyTree:
+        """The injected noise of samples 0 … count−1, keyed as in `draw_inputs`."""
+        return jax.vmap(lambda j: self.draw_noise(jax.random.fold_in(key, j)))(jnp.arange(count))
 
     def make_sample(self, problem, inputs, noise) -> PyTree:
         """The sample the loss reads (a pytree of arrays without a batch axis)."""
@@ -100,25 +112,6 @@ class Model:
 
     def replace(self, **changes) -> "Model":
         return dataclasses.replace(self, **changes)
-
-
-def tree_sum(values: Array) -> Array:
-    """Sum over the leading axis by pairwise halving, in an order fixed by the length alone.
-
-    XLA lowers a reduction with a vectorisation (and so a summation order) chosen from the
-    whole shape, replica axis included: the same replica would give different last bits in
-    chunks of different sizes. Halving with elementwise adds has one order whatever surrounds
-    it. Zero padding to a power of two adds exact zeros.
-    """
-    values = jnp.asarray(values)
-    n = values.shape[0]
-    size = 1 << max(n - 1, 0).bit_length()
-    if size != n:
-        values = jnp.concatenate([values, jnp.zeros((size - n,) + values.shape[1:], values.dtype)])
-    while values.shape[0] > 1:
-        half = values.shape[0] // 2
-        values = values[:half] + values[half:]
-    return values[0]
 
 
 def masked_mean(values: Array, mask: Array) -> Array:

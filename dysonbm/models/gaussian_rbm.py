@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import linalg
+from dysonbm import counter_rng, linalg
 from dysonbm.models.base import Model, tree_sum
 
 _DATA_TERMS = ("exact", "samples")
@@ -277,7 +277,10 @@ class GaussianRBM(Model):
         }
 
     def draw_input(self, key):
-        return jax.random.normal(key, (self.n_visible,), jnp.result_type(float))
+        return self.draw_inputs(key, 1)[0]
+
+    def draw_inputs(self, key, count):
+        return counter_rng.normal(key, (count, self.n_visible))
 
     def make_sample(self, problem, inputs, noise):
         """One target configuration ``φ = L z ~ N(0, K_φ⁻¹)``, shape ``(N_v,)``."""
@@ -383,13 +386,13 @@ class GaussianRBM(Model):
         sigma_h = jnp.sqrt(s2)
         mu2 = hp["mu2"]
 
-        def sweep(phi, key):
-            # one draw for both half-steps: each random call site costs compile time
-            z = jax.random.normal(key, (phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
+        def sweep(phi, z):
             h = hp["eta"] + s2 * phi @ w + sigma_h * z[:, : self.n_hidden]
             return h @ w.T / mu2 + z[:, self.n_hidden :] / jnp.sqrt(mu2), None
 
-        phi, _ = jax.lax.scan(sweep, phi, jax.random.split(key, self.gibbs_steps))
+        # the normals of every sweep and both half-steps in one counter-based block
+        noise = counter_rng.normal(key, (self.gibbs_steps, phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
+        phi, _ = jax.lax.scan(sweep, phi, noise)
         return phi
 
     def exact_grad(self, params, problem, hp):

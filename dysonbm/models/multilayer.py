@@ -18,6 +18,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from dysonbm import counter_rng
 from dysonbm import observables as obs
 from dysonbm.models.base import Model, masked_mean, tree_sum
 
@@ -42,6 +43,17 @@ def readout(s, z):
     """ŷ = s·Z for a batch s (B, K). A short contraction like this one XLA turns into a
     vectorised reduction whose order depends on the chunk; `tree_sum` fixes the order."""
     return tree_sum((s * z).T)
+
+
+def per_sample_grads_from_features(W, Z, phi0, y, activation: str = "tanh") -> jax.Array:
+    """g_n = −∂ℓ_n/∂W = −(ŷ_n − y_n) (Z ⊙ f'(W φ0_n)) φ0_nᵀ: ``(n, K, L)``, from the first-layer
+    features φ0 (n, L), as samples store them."""
+    f, fprime = ACTIVATIONS[activation]
+    a = phi0 @ W.T
+    s = f(a)
+    residual = s @ Z - y
+    back = -residual[:, None] * Z[None, :] * fprime(a, s)  # (n, K)
+    return back[:, :, None] * phi0[:, None, :]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +105,10 @@ class Multilayer(Model):
         return readout(self.features_of(w, phi0)[0], z)
 
     def draw_input(self, key):
-        return jax.random.normal(key, (self.d_in,), jnp.result_type(float))
+        return self.draw_inputs(key, 1)[0]
+
+    def draw_inputs(self, key, count):
+        return counter_rng.normal(key, (count, self.d_in))
 
     def make_sample(self, problem, inputs, noise):
         # contractions in a fixed order: a replica's dataset is drawn inside the vmapped
@@ -138,12 +153,12 @@ class Multilayer(Model):
         with K̃, Ṽ the mean and variance over test samples of Uᵀ dX_n U (dX_n = W g_nᵀ + g_n Wᵀ,
         g_n = −∂ℓ_n/∂W) in the eigenbasis U of X, and Ṽ_paper the elementwise variance of dX_n
         rotated into that basis; see `dysonbm.observables.increment_moments`. Units: the published
-        hs carries a further 1/n_test (`dysonbm.phases.paper_units`).
+        hs carries a further 1/n_test (`dysonbm.analysis.phases.paper_units`).
         """
         phi0, y, z = test["phi0"], test["y"], problem["Z"]
         s = self.features_of(params, phi0)[0]
         s0 = self.features_of(params0, phi0)[0]
-        g = obs.per_sample_grads_from_features(params, z, phi0, y, self.activation)
+        g = per_sample_grads_from_features(params, z, phi0, y, self.activation)
         m = obs.increment_moments(params, g)
         drift, noise, levels = m["drift"], m["noise"], m["levels"]
         k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
@@ -162,7 +177,7 @@ class Multilayer(Model):
         }
         if self.level_sde:
             out["level_ito"], out["level_stiffness"] = obs.level_terms(
-                params, lambda w: obs.per_sample_grads_from_features(w, z, phi0, y, self.activation))
+                params, lambda w: per_sample_grads_from_features(w, z, phi0, y, self.activation))
         return out
 
     def observable_axes(self):

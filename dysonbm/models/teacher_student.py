@@ -43,13 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dysonbm import counter_rng
 from dysonbm.models.base import Model, masked_mean, tree_sum
-
-
-def symmetric_noise(key, n: int, dtype=jnp.float32):
-    """Symmetric N×N Gaussian matrix, off-diagonal variance 1, diagonal variance 2 (GOE)."""
-    g = jax.random.normal(key, (n, n), dtype)
-    return (g + g.T) / jnp.sqrt(jnp.asarray(2.0, dtype))
 
 
 def stationary_tau2(lr, batch_size, noise, n: int = 2):
@@ -170,10 +165,18 @@ class TeacherStudent(Model):
         return w, ()
 
     def draw_input(self, key):
-        return jax.random.normal(key, (self.n,), jnp.result_type(float))
+        return self.draw_inputs(key, 1)[0]
 
     def draw_noise(self, key):
-        return symmetric_noise(key, self.n, jnp.result_type(float))
+        return self.draw_noises(key, 1)[0]
+
+    def draw_inputs(self, key, count):
+        return counter_rng.normal(key, (count, self.n))
+
+    def draw_noises(self, key, count):
+        """Symmetric N×N Gaussian matrices, off-diagonal variance 1, diagonal variance 2 (GOE)."""
+        g = counter_rng.normal(key, (count, self.n, self.n))
+        return (g + jnp.swapaxes(g, -1, -2)) / jnp.sqrt(jnp.asarray(2.0, g.dtype))
 
     def make_sample(self, problem, inputs, noise):
         return {"x": inputs, "a": noise}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 # name -> module under dysonbm.reproduce
 REGISTRY = {
+    "linear-net": "linear_net",
     "linear-scaling": "linear_scaling",
     "phase-diagram": "phase_diagram",
     "sgd-langevin": "sgd_langevin",

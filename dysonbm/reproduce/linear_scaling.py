@@ -16,7 +16,8 @@ import traceback
 from pathlib import Path
 
 import dysonbm as dbm
-from dysonbm import ensemble, presets, scaling
+from dysonbm import ensemble, presets
+from dysonbm.analysis import scaling
 
 # quick preset: fresh data every step; 800 steps at α ≥ 0.1 relax W − W_t (rate α per step)
 # within ~100 steps, and snapshots 40 steps apart at α = 0.1 are nearly independent
@@ -196,7 +197,7 @@ def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = F
 
 
 def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool, timings: list) -> str:
-    from dysonbm import plots
+    from dysonbm.plots import linear_scaling as plots
 
     t = time.perf_counter()
     ts = _run_one(presets.path("ts_linear_scaling"), out / "ts", TS_QUICK if quick else {}, progress, resume)
@@ -220,7 +221,7 @@ def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool, timin
 
 
 def _rbm(out: Path, quick: bool, progress: bool, resume: bool, timings: list) -> str:
-    from dysonbm import plots
+    from dysonbm.plots import linear_scaling as plots
 
     rbm_cfg = presets.path("rbm_quick" if quick else "rbm_linear_scaling")
     t = time.perf_counter()

@@ -6,7 +6,7 @@ Three runs, then analysis:
    (medium, about 20 minutes on two cores) or ``multilayer_paper`` (full, a GPU job);
 2. a batch-size run at equal T = α/|B| (|B| = 4, 8, 16, α = T|B|) at the weakest disorder,
    compared at equal SGD time τ = α·n, where the linear scaling rule predicts equal statistics;
-3. the Langevin cross-check (`dysonbm.phase_langevin`): at the ordered, paramagnetic and glassy
+3. the Langevin cross-check (`dysonbm.analysis.level_sde`): at the ordered, paramagnetic and glassy
    acceptance points (and the most typical point of each phase) a run with dense snapshots
    over the first ``LANGEVIN_STEPS`` steps, where the levels either converge, grow or stay
    put; the level SDE with the coefficients measured at each snapshot predicts the levels at
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dysonbm import ensemble, phases, presets
+from dysonbm import ensemble, presets
+from dysonbm.analysis import phases
 
 #: preset -> grid config (`dysonbm.presets`); `--quick` is the "quick" preset, no flag the "full" one
 PRESETS = {"quick": "phase_quick", "medium": "phase_medium", "full": "multilayer_paper"}
@@ -55,9 +56,9 @@ LANGEVIN_DRAWS = 2
 LANGEVIN_MAX_STEPS = 5000
 
 
-def batch_overrides(cfg, sigma_w: float, steps: int | None = None) -> dict:
+def batch_overrides(cfg, init_std: float, steps: int | None = None) -> dict:
     """Overrides turning a grid config into the equal-T batch-size run."""
-    sweeps = [{"lr": [T * b for T in BATCH_T], "batch_size": [b], "init_std": [sigma_w]} for b in BATCH_SIZES]
+    sweeps = [{"lr": [T * b for T in BATCH_T], "batch_size": [b], "init_std": [init_std]} for b in BATCH_SIZES]
     # the level-SDE terms serve the Langevin cross-check only; at this run's dense snapshots
     # they would cost more than its steps
     over = {"sweep": sweeps, "name": cfg.name + "_batch", "model": {"name": cfg.model, **cfg.model_params,
@@ -87,7 +88,8 @@ def _run(cfg, out: Path, progress: bool, resume: bool = False):
 def run(out: Path, quick: bool, progress: bool, resume: bool = False, preset: str | None = None) -> Path:
     """``preset``: a name of `PRESETS` (default: "quick" or "full" after ``quick``); ``resume``:
     continue interrupted runs and reuse finished ones (same config only)."""
-    from dysonbm import config, phase_plots
+    from dysonbm import config
+    from dysonbm.plots import phase_diagram as phase_plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,7 @@ def run(out: Path, quick: bool, progress: bool, resume: bool = False, preset: st
         phase_plots.phase_map(summary, out / "phase_map.png"),
         phase_plots.level_trajectories(grid, pick_trajectories(summary), summary["teacher"], out / "levels.png"),
         phase_plots.batch_comparison(bsum, out / "batch_size.png", title=r"equal $T=\alpha/|B|$, $\sigma_W$=" + f"{sigma_min:g}"),
-        phase_plots.langevin_levels(dense, [c for c in checks if c["window"] == "early"],
+        phase_plots.level_predictions(dense, [c for c in checks if c["window"] == "early"],
                                     out / "langevin.png", late=[c for c in checks if c["window"] == "late"]),
     ]
     times = {"grid": t_grid, "batch": t_batch, "langevin_run": t_dense, "langevin_check": t_check}
@@ -167,24 +169,24 @@ def langevin_overrides(cfg, summary, points: dict) -> dict:
     """Overrides turning a grid config into the cross-check run: one sweep block per point (in
     the order of ``points``), ``LANGEVIN_STEPS`` steps with snapshots every ``LANGEVIN_EVERY``."""
     sweeps = [{"lr": [float(summary["lr"][p])], "batch_size": [int(summary["batch_size"][p])],
-               "init_std": [float(summary["sigma_w"][p])]} for p in points.values()]
+               "init_std": [float(summary["init_std"][p])]} for p in points.values()]
     return {"sweep": sweeps, "name": cfg.name + "_langevin", "steps": LANGEVIN_STEPS,
             "snapshot_every": LANGEVIN_EVERY}
 
 
 def langevin_check(grid, summary, dense, points: dict) -> list[dict]:
-    """`phase_langevin.cross_check` at every point, in two windows: ``"early"`` on the dense run
+    """`level_sde.cross_check` at every point, in two windows: ``"early"`` on the dense run
     (its point i is ``points``' i-th) and ``"late"`` on the grid run's own snapshots. Both start
     at the first snapshot after initialisation, where the coefficients of the random initial W
     would be held over an interval in which they change by orders of magnitude."""
     import jax
 
-    from dysonbm import phase_langevin
+    from dysonbm.analysis import level_sde
 
     rows = []
     for i, (name, p) in enumerate(points.items()):
         for window, res, q in (("early", dense, i), ("late", grid, p)):
-            c = phase_langevin.cross_check(res, q, phases.teacher_gram(res)[q], key=jax.random.key(1000 * i + (window == "late")),
+            c = level_sde.cross_check(res, q, phases.teacher_gram(res)[q], key=jax.random.key(1000 * i + (window == "late")),
                                            first=1, draws=LANGEVIN_DRAWS, max_steps=LANGEVIN_MAX_STEPS)
             c.update(name=name, window=window, grid_point=p, majority=str(summary["majority"][p]))
             rows.append(c)
@@ -202,7 +204,7 @@ def langevin_table(checks: list[dict]) -> list[dict]:
     for c in checks:
         s, g = c["sgd"], c["langevin"]
         rows.append({
-            "point": c["name"], "alpha": c["lr"], "|B|": int(c["batch_size"]), "T": c["T"], "sigma_W": c["sigma_w"],
+            "point": c["name"], "alpha": c["lr"], "|B|": int(c["batch_size"]), "T": c["T"], "sigma_W": c["init_std"],
             "window [steps]": f"{c['steps'][0]}–{c['steps'][1]} ({c['intervals']}×Δτ={c['dtau']:g})",
             "SGD regime": s["regime"], "Langevin regime": g["regime"],
             "SGD λ": s["lam"], "Langevin λ": f"{g['lam']:.3g} ± {g['se']['u'] / (c['steps'][1] - c['steps'][0]):.2g}",
@@ -218,7 +220,7 @@ def langevin_table(checks: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------
 def corner(summary, low_T: bool, weak: bool, sigma_min: float | None = None) -> int:
     """Index of the grid point at the lowest/highest T and smallest σ_W (or the smallest σ_W ≥ sigma_min)."""
-    sw = summary["sigma_w"]
+    sw = summary["init_std"]
     cand = sw >= sigma_min if sigma_min is not None else np.ones(sw.size, bool)
     s = sw[cand].min() if weak or sigma_min is not None else sw[cand].max()
     sel = np.nonzero(cand & (sw == s))[0]
@@ -245,7 +247,7 @@ def check_ordered(results, summary) -> dict:
 
 def check_paramagnetic(summary) -> dict:
     """Weakest disorder, highest non-divergent T: the spacing grows (⟨λ⟩ > 0) and the majority is paramagnetic."""
-    sw = summary["sigma_w"]
+    sw = summary["init_std"]
     sel = np.nonzero((sw == sw.min()) & (summary["divergent"] < 0.5))[0]
     p = int(sel[np.argmax(summary["T"][sel])])
     return {"point": p, "lam": float(summary["lam"][p]), "majority": str(summary["majority"][p]),
@@ -262,14 +264,14 @@ def check_glassy(results, summary, sigma_min: float = 16.0) -> dict:
     top = float(np.median(np.abs(g[:, -1, 0] / g[:, 0, 0] - 1)))
     bottom = float(np.median(np.abs(g[:, -1, -1] / g[:, 0, -1] - 1)))
     K, L = g.shape[-1], int(results.config["model"].get("hidden", 32))
-    s2 = summary["sigma_w"][p] ** 2
+    s2 = summary["init_std"][p] ** 2
     mp = (s2 * (1 + np.sqrt(K / L)) ** 2, s2 * (1 - np.sqrt(K / L)) ** 2)
     q = float(np.min(results["q"][p][ok, -1]))
     return {"point": p, "top": top, "bottom": bottom, "q_min": q, "q_mean": float(summary["q"][p]),
             "x0_edges": (float(np.mean(g[:, 0, 0])), float(np.mean(g[:, 0, -1]))),
             "xt_edges": (float(np.mean(g[:, -1, 0])), float(np.mean(g[:, -1, -1]))), "mp": mp,
             "majority": str(summary["majority"][p]),
-            "pass": bool(summary["sigma_w"][p] >= sigma_min and top <= 0.1 and bottom <= 0.1 and q > 0.5)}
+            "pass": bool(summary["init_std"][p] >= sigma_min and top <= 0.1 and bottom <= 0.1 and q > 0.5)}
 
 
 def equal_time(results, summary) -> list[dict]:
@@ -341,7 +343,7 @@ def drift_note(summary) -> str:
 
 def critical_temperature_section(summary) -> list[str]:
     """T_c at the smallest σ_W with its bootstrap error, for every drift-criterion variant."""
-    sw = summary["sigma_w"]
+    sw = summary["init_std"]
     sel = np.nonzero(sw == sw.min())[0]
     sel = sel[np.argsort(summary["T"][sel])]
     rule, level = summary["drift_rule"], phases.DRIFT_LEVELS[0]
@@ -380,7 +382,7 @@ def fraction_section(summary) -> list[str]:
     both unit systems, and the agreement of each variant with the majority label."""
     rule = summary["drift_rule"]
     fr = summary["drift_fractions"]
-    coords = {"T": summary["T"], "sigma_w": summary["sigma_w"]}
+    coords = {"T": summary["T"], "init_std": summary["init_std"]}
     rows = phases.compare_classifiers(summary["labels"], summary["drift_fraction"], coords=coords)
     paper = summary["paper"]
     for p, r in enumerate(rows):
@@ -447,7 +449,7 @@ def report(cfg, grid, summary, batch, bsum, times, figs, preset, checks=None, la
     lines += _scaling_verdict(erows)
     # acceptance
     a1, a2, a3 = check_ordered(grid, summary), check_paramagnetic(summary), check_glassy(grid, summary)
-    pt = lambda p: f"T={summary['T'][p]:g}, σ_W={summary['sigma_w'][p]:g}"  # noqa: E731
+    pt = lambda p: f"T={summary['T'][p]:g}, σ_W={summary['init_std'][p]:g}"  # noqa: E731
     div_pts = [i for i in range(summary["T"].size) if summary["divergent"][i] >= 0.5]
     lines += ["## Acceptance, as measured", "",
               f"- {'PASS' if a1['pass'] else 'FAIL'} ordered ({pt(a1['point'])}): median final/initial test loss "
@@ -484,11 +486,11 @@ def langevin_section(checks, times, dense) -> list[str]:
         "## Langevin cross-check: the level SDE with measured coefficients", "",
         "The levels x_i of X = W Wᵀ follow, in τ = α·n, dx_i = [K̃_ii + T Σ_j Ṽ_ij/(x_i − x_j) + T C̃_ii] dτ "
         "+ sqrt(T Ṽ_ii) dB_i, with the drift K̃, the pair noise Ṽ, the Itô term C̃ (the dW dWᵀ part of dX) and the "
-        "drift's slope γ_i = −∂K̃_ii/∂x_i all measured from the network at each snapshot (`dysonbm.phase_langevin`). "
+        "drift's slope γ_i = −∂K̃_ii/∂x_i all measured from the network at each snapshot (`dysonbm.analysis.level_sde`). "
         "From every replica's levels at snapshot k, with its coefficients at k held fixed (the drift linearised in "
         "the level, restoring slopes only), the SDE is integrated over the interval to snapshot k+1 "
         f"({LANGEVIN_DRAWS} noise draws); the predicted and the SGD log changes are summed over the intervals and "
-        "averaged over replicas (± standard error over replicas). Regime (`phase_langevin.regime`, same rule for both): "
+        "averaged over replicas (± standard error over replicas). Regime (`level_sde.regime`, same rule for both): "
         "frozen if ū, d and x_1 all change by less than 10 %; convergence if the distance d = max_i |x_i − x_i*| "
         "to the teacher's levels falls; growth if d and the mean spacing ū both grow; undetermined if the deciding "
         "sign is within 2 standard errors of 0. λ = Σ ln(ū_{k+1}/ū_k) per SGD step.",

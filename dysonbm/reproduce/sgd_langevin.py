@@ -1,5 +1,5 @@
 """`dbm reproduce sgd-langevin`: teacher–student SGD replicas against the Langevin equation at the
-same temperature (SCIENCE.md §1, §2, §3.1; the workflow is `dysonbm.sgd_langevin`).
+same temperature (SCIENCE.md §1, §2, §3.1; the workflow is `dysonbm.analysis.langevin_comparison`).
 
 For every grid point of the preset ts_langevin (fresh data every step, weights recorded):
 measure the gradient-noise covariance at the stationary weights, D = α v/|B|; integrate the
@@ -46,7 +46,7 @@ def figure(comps, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dysonbm import rmt
+    from dysonbm.analysis import rmt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -113,7 +113,7 @@ def figure(comps, path: Path) -> Path:
 
 
 def report(results, comps, timings, fig: Path, quick: bool, out: Path) -> str:
-    from dysonbm import sgd_langevin as sl
+    from dysonbm.analysis import langevin_comparison as sl
 
     cfg = results.config
     lines = ["# SGD → Langevin: teacher–student replicas against Dyson Brownian motion at the same T", "",
@@ -211,7 +211,7 @@ def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = F
 
 
 def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool) -> str:
-    from dysonbm import sgd_langevin as sl
+    from dysonbm.analysis import langevin_comparison as sl
     from dysonbm.reproduce.sgd_langevin_rbm import sweep_compare_figure
 
     results, comps, fig, timings = sweep_compare_figure(

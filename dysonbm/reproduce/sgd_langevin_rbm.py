@@ -1,5 +1,5 @@
 """The Gaussian-RBM part of `dbm reproduce sgd-langevin` (``--only rbm``; SCIENCE.md §3.2; the
-workflow is `dysonbm.rbm_langevin`).
+workflow is `dysonbm.analysis.rbm_langevin`).
 
 For every grid point of the preset rbm_langevin (weights recorded, snapshots every 20 steps):
 measure the persistent-chain gradient noise at the stationary weights (per level, projected on
@@ -120,7 +120,7 @@ def _shift_slopes(comps) -> list[str]:
 
 
 def report_section(results, comps, timings, fig: Path, quick: bool, out: Path) -> str:
-    from dysonbm import rbm_langevin as rl
+    from dysonbm.analysis import rbm_langevin as rl
 
     cfg = results.config
     m = cfg["model"]
@@ -135,7 +135,7 @@ def report_section(results, comps, timings, fig: Path, quick: bool, out: Path) -
              f"Noise: the PCD-k estimator one chain at a time at {comps[0].noise.n_weights} stationary weight "
              f"matrices (one per replica) × {comps[0].noise.n_chains} chains × {comps[0].noise.n_updates} updates; "
              "Ṽ_ab is the long-run covariance of the projected increment (the chains remember (x/μ²)^k of "
-             "their state per update), C̃ the Itô term. Langevin: `dysonbm.phase_langevin.integrate` with those "
+             "their state per update), C̃ the Itô term. Langevin: `dysonbm.analysis.level_sde.integrate` with those "
              "coefficients fixed and the drift 2σ_h²x(1/κ − 1/(μ² − x)) re-linearised every chunk, "
              f"{comps[0].modes[0].langevin.n_replicas} replicas from the fixed points, burn-in 3/γ_min, snapshots "
              "at the SGD's spacing Δτ = 20α. Levels are assigned to modes by rank on both sides.", "",
@@ -200,7 +200,7 @@ def sweep_compare_figure(config_path: Path, overrides, store: Path, compare, fig
 
 def run_part(out: Path, quick: bool, progress: bool, resume: bool) -> tuple[str, list]:
     """The RBM sweep into ``out/rbm``, its comparison, figure and report section."""
-    from dysonbm import rbm_langevin as rl
+    from dysonbm.analysis import rbm_langevin as rl
 
     results, comps, fig, timings = sweep_compare_figure(
         CONFIG, SGD_QUICK if quick else None, out / "rbm", lambda r: rl.compare(r, **LANGEVIN[quick]), figure,

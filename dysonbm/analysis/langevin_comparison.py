@@ -10,7 +10,7 @@ and with a GOE-shaped noise its eigenvalues follow the β = 1 Dyson Brownian mot
     D = α v / |B| = T · v,      T = α/|B|,
 
 ``v`` the per-sample variance of an off-diagonal entry of the symmetric part of the gradient
-(`dysonbm.dyson.diffusion_from_noise`). Here ``v`` is *measured*: per-sample gradients over
+(`dysonbm.sde.diffusion_from_noise`). Here ``v`` is *measured*: per-sample gradients over
 fresh samples at the SGD ensemble's own stationary weights, so it holds ``A²`` and the
 multiplicative part ``sym((W − W_t)(xxᵀ − I))`` (of the order of the stationary variance of
 ``W − W_t``: a relative O(α/|B|) excess over ``A²``). The formula ``D = αA²/|B|`` is reported
@@ -37,7 +37,7 @@ continuous-time limit. Against the formula D the excess is
 Teachers with distinct eigenvalues. ``H`` is still the same OU process, but the levels are
 those of ``W_t + H``, whose drift ``−(λ_i − u_iᵀ W_t u_i)`` depends on the eigenvectors, not on
 the levels alone: no one-level potential reproduces it. Then (``method="auto"``) the Langevin
-side is the matrix-space reference: `dysonbm.dyson.MatrixDBM` for ``H`` (exact OU transitions)
+side is the matrix-space reference: `dysonbm.sde.MatrixDBM` for ``H`` (exact OU transitions)
 observed through the eigenvalues of ``W_t + H`` (`ShiftedMatrixDBM`); ``method="dbm"`` refuses
 such a teacher with a ValueError. ⟨S⟩ is then dominated by the teacher's gaps; the width is
 the informative statistic, and ``expected_ratio`` refers to an isotropic teacher.
@@ -50,10 +50,10 @@ dropped) and over the Langevin snapshots after a burn-in:
 * width: rms deviation of the levels from the teacher's, same error treatment;
 * KS distance of the pooled levels ``λ − d`` (and of the spacings), with p-values for
   ``n_eff = (snapshots)/g``, ``g = (1 + ρ)/(1 − ρ)`` from the lag-one autocorrelation between
-  snapshots (`dysonbm.scaling.effective_n`); the levels of one snapshot count once.
+  snapshots (`dysonbm.analysis.scaling.effective_n`); the levels of one snapshot count once.
 
 Only the teacher–student model is supported here; the Gaussian RBM (levels of σ_h²WᵀW in a
-known potential, persistent-chain noise) is `dysonbm.rbm_langevin`.
+known potential, persistent-chain noise) is `dysonbm.analysis.rbm_langevin`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dysonbm import config as config_mod
-from dysonbm import dyson, engine, linalg, scaling
+from dysonbm import engine, linalg, registry, sde
+from dysonbm.analysis import scaling
 
 __all__ = [
     "NoiseEstimate", "SpectrumStats", "PointComparison", "ShiftedMatrixDBM",
@@ -83,7 +84,7 @@ class NoiseEstimate:
     """Per-sample covariance of the symmetric part of the gradient, projected to the GOE shape.
 
     offdiag: variance of an off-diagonal entry (mean over i < j and over the weights): the
-        ``noise_var`` of `dysonbm.dyson.diffusion_from_noise`;
+        ``noise_var`` of `dysonbm.sde.diffusion_from_noise`;
     diag_half: half the variance of a diagonal entry (equal to ``offdiag`` for GOE noise).
     Errors are standard errors from the spread over independent weight groups (replicas), or
     over the samples when there is a single weight matrix.
@@ -200,7 +201,7 @@ def _model_and_problem(results, point: int = 0):
     the results). The noise is measured with one problem per point: a teacher per replica is
     refused."""
     cfg = config_mod.from_dict(results.config)
-    model = config_mod.build_model(cfg)
+    model = registry.build_model(cfg)
     _check_model(model)
     if results.ensemble.get("problem") == "replica":
         raise ValueError("the SGD → Langevin comparison needs one teacher per grid point: "
@@ -234,7 +235,7 @@ def _stationary_weights(results, point: int, start: int, replicas: int, snapshot
 def point_noise(results, point: int, *, start: int | None = None, key=None, replicas: int = 64,
                 snapshots: int = 4, n_samples: int = 2048) -> tuple[float, NoiseEstimate, float, float]:
     """``(T, noise, D, D_err)`` of one grid point: the measured noise at its stationary weights
-    and ``D = lr·v/|B|`` (`dysonbm.dyson.diffusion_from_noise`)."""
+    and ``D = lr·v/|B|`` (`dysonbm.sde.diffusion_from_noise`)."""
     _, model, problem = _model_and_problem(results, point)
     start = scaling.stationary_start(results) if start is None else start
     hp = dict(results.points[point])
@@ -242,8 +243,8 @@ def point_noise(results, point: int, *, start: int | None = None, key=None, repl
     key = jax.random.fold_in(jax.random.key(0) if key is None else key, point)
     noise = gradient_noise(model, problem, w, hp, key, n_samples)
     lr, bs = hp["lr"], hp["batch_size"]
-    D = dyson.diffusion_from_noise(lr, bs, noise.offdiag)
-    return dyson.temperature_from_sgd(lr, bs), noise, D, dyson.diffusion_from_noise(lr, bs, noise.offdiag_err)
+    D = sde.diffusion_from_noise(lr, bs, noise.offdiag)
+    return sde.temperature(lr, bs), noise, D, sde.diffusion_from_noise(lr, bs, noise.offdiag_err)
 
 
 def point_noises(results, **kw) -> list[tuple[float, NoiseEstimate, float, float]]:
@@ -253,8 +254,8 @@ def point_noises(results, **kw) -> list[tuple[float, NoiseEstimate, float, float
 
 # ----------------------------------------------------------------------------- Langevin
 @dataclasses.dataclass(frozen=True)
-class ShiftedMatrixDBM(dyson.MatrixDBM):
-    """`dysonbm.dyson.MatrixDBM` (β = 1) observed through the eigenvalues of ``C + H``: the
+class ShiftedMatrixDBM(sde.MatrixDBM):
+    """`dysonbm.sde.MatrixDBM` (β = 1) observed through the eigenvalues of ``C + H``: the
     levels of a fixed symmetric matrix C (a teacher with distinct eigenvalues) plus an OU matrix.
 
     ``shift`` is C as a tuple of rows (hashable: the process is a static jit argument).
@@ -298,7 +299,7 @@ def langevin_levels(D: float, teacher, *, gamma: float = 1.0, key=None, replicas
     its exact stationary draw; "matrix" — `ShiftedMatrixDBM` (any symmetric teacher); "auto"
     picks "dbm" when the teacher is a multiple of the identity. ``interval`` and ``burn_in`` are
     in units of 1/γ; snapshots start after the burn-in. dt defaults to exact-size steps for
-    the exact cases (N = 2 DBM, matrix OU) and to `dysonbm.dyson.recommended_dt` otherwise.
+    the exact cases (N = 2 DBM, matrix OU) and to `dysonbm.sde.recommended_dt` otherwise.
     """
     if not (D > 0 and math.isfinite(D)):
         raise ValueError(f"D must be a positive finite number, got D={D!r}")
@@ -323,9 +324,9 @@ def langevin_levels(D: float, teacher, *, gamma: float = 1.0, key=None, replicas
     key = jax.random.key(0) if key is None else key
     span = interval / gamma
     if method == "dbm":
-        exact = n == 2  # N = 2 in U = γλ²/2 is integrated exactly for any dt (dyson.py)
-        step = dt or (span / 4 if exact else dyson.recommended_dt(n, D, gamma, 1.0))
-        proc = dyson.DysonBM(n=n, potential="quadratic", start="semicircle")
+        exact = n == 2  # N = 2 in U = γλ²/2 is integrated exactly for any dt (dysonbm.sde)
+        step = dt or (span / 4 if exact else sde.recommended_dt(n, D, gamma, 1.0))
+        proc = sde.DysonBM(n=n, potential="quadratic", start="semicircle")
     else:
         step = dt or span / 4  # exact OU transitions: dt only sets the observation grid
         proc = ShiftedMatrixDBM(n=n, beta=1, start="semicircle", shift=tuple(map(tuple, t.tolist())))
@@ -333,7 +334,7 @@ def langevin_levels(D: float, teacher, *, gamma: float = 1.0, key=None, replicas
     step = span / save_every
     n_burn = math.ceil(burn_in / span)
     hp = {"D": D, "gamma": gamma, "dt": step} | ({"beta": 1.0} if method == "dbm" else {})
-    obs = dyson.simulate(proc, hp, key, int(replicas), (n_burn + int(snapshots)) * save_every, save_every)
+    obs = sde.simulate(proc, hp, key, int(replicas), (n_burn + int(snapshots)) * save_every, save_every)
     lv = np.asarray(obs["levels"], float)[:, n_burn:]
     return lv + d.mean() if method == "dbm" else lv
 
@@ -505,7 +506,7 @@ def compare_point(results, point: int, *, start: int | None = None, seed: int = 
     noise_amp = float(hp.get("noise", getattr(model, "noise", float("nan"))))
     return PointComparison(
         point=point, hp=hp, temperature=T, gamma=gamma, noise=noise, D=D, D_err=D_err,
-        D_formula=dyson.diffusion_from_noise(hp["lr"], hp["batch_size"], noise_amp**2), method=chosen,
+        D_formula=sde.diffusion_from_noise(hp["lr"], hp["batch_size"], noise_amp**2), method=chosen,
         protocol=cfg.data.protocol, n=teacher.shape[0], sgd=a, langevin=b, ks_levels=ks_l, ks_spacings=ks_s,
         sgd_dev=da, langevin_dev=db,
     )

@@ -1,7 +1,7 @@
 """Figures of the linear scaling rule (matplotlib, Agg backend; PNG).
 
 ``plot_results(results, out_dir)`` dispatches on the model (teacher_student, gaussian_rbm) and
-returns the written paths; the figure functions take a :class:`dysonbm.scaling.ScalingAnalysis`
+returns the written paths; the figure functions take a :class:`dysonbm.analysis.scaling.ScalingAnalysis`
 (or the results) and an output path.
 """
 
@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dysonbm import rmt, scaling  # noqa: E402
+from dysonbm.analysis import rmt, scaling
+from dysonbm.plots.save import save
 
 _MARKERS = "osD^v<>ph*"
 
@@ -65,10 +63,7 @@ def collapse_plot(analysis: scaling.ScalingAnalysis, path: Path) -> Path:
     ax.set_ylabel(r"mean pair spacing $\langle S\rangle$,  $\sqrt{\pi}\,\sigma$")
     ax.set_title(f"{analysis.model}: linear scaling collapse")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 def spacing_histogram(results, analysis: scaling.ScalingAnalysis, path: Path) -> Path:
@@ -85,10 +80,7 @@ def spacing_histogram(results, analysis: scaling.ScalingAnalysis, path: Path) ->
     ax.set_ylabel(r"density $p(s)$")
     ax.set_title(f"{analysis.model}: degenerate-pair spacings, all points pooled")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 def _reference_point(results) -> int:
@@ -137,10 +129,7 @@ def eigenvalue_flow(results, analysis: scaling.ScalingAnalysis, path: Path, poin
     ax.set_ylabel(ylabel)
     ax.set_title(rf"{analysis.model}: level flow at $\alpha$ = {hp['lr']:g}, |B| = {hp['batch_size']}", fontsize=10)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 def pair_spectra(results, analysis: scaling.ScalingAnalysis, path: Path, point: int | None = None) -> Path:
@@ -169,10 +158,7 @@ def pair_spectra(results, analysis: scaling.ScalingAnalysis, path: Path, point: 
         ax.axis("off")
     hp = results.points[p]
     fig.suptitle(rf"{analysis.model}: degenerate pairs at $\alpha$ = {hp['lr']:g}, |B| = {hp['batch_size']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 def plot_analysis(results, analysis: scaling.ScalingAnalysis, out_dir) -> list[Path]:

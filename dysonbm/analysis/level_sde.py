@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from dysonbm.sde.conversions import temperature
+
 
 Array = jax.Array
 
@@ -279,7 +281,7 @@ def interval_inputs(results, point: int, *, first: int = 0, clip_stiffness: bool
     finite = ~np.asarray(results.diverged[point], dtype=bool) & np.all(np.isfinite(x), axis=(1, 2))
     for c in coef:
         finite &= np.all(np.isfinite(c.reshape(c.shape[0], -1)), axis=1)
-    return {"x_start": x[:, :-1], "x_end": x[:, 1:], "coef": coef, "T": lr / bs, "dtau": lr * float(every[0]),
+    return {"x_start": x[:, :-1], "x_end": x[:, 1:], "coef": coef, "T": temperature(lr, bs), "dtau": lr * float(every[0]),
             "lr": lr, "batch_size": bs, "steps": steps, "finite": finite}
 
 
@@ -377,7 +379,7 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
     Over the intervals from snapshot ``first`` on, each side's net log changes
     Σ_k ln q(t_{k+1})/q(t_k) (q = ū, d, x_1; the Langevin side with x(t_{k+1}) replaced by
     x̂(t_{k+1}) and averaged over ``draws``) are averaged over the finite replicas; ``regime``
-    labels both. Returns a dict: the point's ``lr, batch_size, T, sigma_w``, the window
+    labels both. Returns a dict: the point's ``lr, batch_size, T, init_std``, the window
     (``steps``), ``replicas``, per side (``"sgd"``, ``"langevin"``) ``net`` and ``se`` dicts,
     ``lam`` = net ln ū per SGD step (the spacing growth rate of the phase diagram) and
     ``regime``; ``agree``; ``forced`` (the fraction of sub-steps at the budget floor);
@@ -389,7 +391,7 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
     inp = interval_inputs(results, point, first=first)
     ok = inp["finite"]
     out = {"point": int(point), "lr": inp["lr"], "batch_size": inp["batch_size"], "T": inp["T"],
-           "sigma_w": float(results["hp_init_std"][point, 0]), "steps": (int(inp["steps"][0]), int(inp["steps"][-1])),
+           "init_std": float(results["hp_init_std"][point, 0]), "steps": (int(inp["steps"][0]), int(inp["steps"][-1])),
            "dtau": inp["dtau"], "intervals": int(inp["steps"].size - 1), "replicas": int(ok.sum())}
     if not ok.any():
         nan = {k: np.nan for k in ("u", "d", "top")}

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, TwoSlopeNorm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm  # noqa: E402
-
-from dysonbm import phases  # noqa: E402
-from dysonbm.phase_langevin import log_changes  # noqa: E402
+from dysonbm.analysis import phases
+from dysonbm.analysis.level_sde import log_changes
+from dysonbm.plots.save import save
 
 LEVELS = phases.DRIFT_LEVELS
 PHASE_COLORS = {
@@ -29,16 +27,6 @@ def _drift_label(summary, lv) -> str:
     """Legend entry of a drift-fraction contour, naming the criterion variant it is drawn from."""
     rule = summary.get("drift_rule")
     return f"drift fraction {lv}" + (f" ({rule})" if rule else "")
-
-
-def _save(fig, path, title=None) -> Path:
-    """Write the figure (with an optional suptitle), close it, return its path."""
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _edges(centres):
@@ -54,7 +42,7 @@ def _grid(summary, key, select=None):
     """(1/σ_W values, T values, grid[T, 1/σ_W]) of ``summary[key]`` for the points ``select``."""
     sel = np.ones(summary["T"].size, bool) if select is None else select
     values = summary[key] if key in summary else summary["fractions"][key]
-    T_u, inv_u, g = phases.to_grid(np.asarray(values)[sel], summary["T"][sel], 1.0 / summary["sigma_w"][sel])
+    T_u, inv_u, g = phases.to_grid(np.asarray(values)[sel], summary["T"][sel], 1.0 / summary["init_std"][sel])
     return inv_u, T_u, g
 
 
@@ -108,7 +96,7 @@ def heatmaps(summary, path, select=None, title="") -> Path:
             norm = LogNorm(vmin=pos.min(), vmax=pos.max()) if pos.size else None
         elif key == "lam":
             m = np.nanmax(np.abs(g)) if np.isfinite(g).any() else 1.0
-            norm = matplotlib.colors.TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+            norm = TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
         else:
             norm = None
         mesh = ax.pcolormesh(_edges(inv), _edges(T), np.ma.masked_invalid(g), cmap=cmap, norm=norm, shading="flat")
@@ -118,7 +106,7 @@ def heatmaps(summary, path, select=None, title="") -> Path:
         _overlay(ax, summary, select, legend=(key == "loss"))
         _mark_divergent(ax, summary, select)
         ax.set_title(label, fontsize=10)
-    return _save(fig, path, title)
+    return save(fig, path, title=title, dpi=110)
 
 
 def phase_map(summary, path, select=None, title="") -> Path:
@@ -142,7 +130,7 @@ def phase_map(summary, path, select=None, title="") -> Path:
     handles.append(plt.Line2D([], [], color="m", ls="-.", lw=2, label=r"$\sigma_W^2=1/2$"))
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title or r"SGD phases (majority label; $f_d$ = fraction passing the drift criterion)")
-    return _save(fig, path)
+    return save(fig, path, dpi=110)
 
 
 def level_trajectories(results, picks: dict, teacher, path) -> Path:
@@ -168,7 +156,7 @@ def level_trajectories(results, picks: dict, teacher, path) -> Path:
                      fontsize=9)
     axes[0][0].plot([], [], "k--", lw=0.6, label=r"teacher $x_i^*$")
     axes[0][0].legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path, dpi=110)
 
 
 def batch_comparison(summary, path, title="") -> Path:
@@ -187,13 +175,13 @@ def batch_comparison(summary, path, title="") -> Path:
         ax.set_xscale("log")
         ax.set_xlabel(r"temperature $T=\alpha/|B|$")
         ax.legend(fontsize=8)
-    return _save(fig, path, title)
+    return save(fig, path, title=title, dpi=110)
 
 
-def langevin_levels(results, checks: list[dict], path, late: list[dict] | None = None, levels: int = 6) -> Path:
+def level_predictions(results, checks: list[dict], path, late: list[dict] | None = None, levels: int = 6) -> Path:
     """The Langevin cross-check: SGD level trajectories against one-interval predictions.
 
-    One panel per row of ``checks`` (`dysonbm.phase_langevin.cross_check` rows of ``results``,
+    One panel per row of ``checks`` (`dysonbm.analysis.level_sde.cross_check` rows of ``results``,
     with a ``name``): the largest ``levels`` levels x_i(t) of the first finite replica (lines)
     and, from each snapshot, the Langevin prediction for the next one (a segment ending in a
     dot, first noise draw); the teacher's levels dashed. A last panel compares the net change
@@ -217,7 +205,7 @@ def langevin_levels(results, checks: list[dict], path, late: list[dict] | None =
         ax.set_yscale("log")
         ax.set_xlabel("SGD step $n$")
         ax.set_ylabel(r"largest eigenvalues $x_i$ of $X=WW^\top$")
-        ax.set_title(f"{c['name']}: $T$={c['T']:g}, $\\sigma_W$={c['sigma_w']:g}\n"
+        ax.set_title(f"{c['name']}: $T$={c['T']:g}, $\\sigma_W$={c['init_std']:g}\n"
                      f"SGD {c['sgd']['regime']}, Langevin {c['langevin']['regime']}", fontsize=9)
     axes[0][0].plot([], [], "k-", lw=1.3, label="SGD")
     axes[0][0].plot([], [], "k-o", lw=0.8, ms=2.5, label="Langevin, one interval")
@@ -241,4 +229,4 @@ def langevin_levels(results, checks: list[dict], path, late: list[dict] | None =
     ax.set_ylabel(r"Langevin $\sum_k \Delta\ln d$")
     ax.set_title("distance to the teacher's levels:\nnet change, SGD vs Langevin", fontsize=9)
     ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save(fig, path, dpi=110)

@@ -3,7 +3,7 @@
 Levels: ``x_a = σ_h² ξ_a²``, the eigenvalues of ``X = σ_h² WᵀW``, descending (``N_h ≤ N_v``);
 level ``a`` belongs to the a-th softest target mode ``κ_a``. In the SGD time ``τ = α·steps``
 at ``T = α/|B|`` and to leading order in α they follow the level SDE of
-`dysonbm.phase_langevin` (second-order perturbation theory of ``X' = X + αP + α²σ_h²GᵀG``)::
+`dysonbm.analysis.level_sde` (second-order perturbation theory of ``X' = X + αP + α²σ_h²GᵀG``)::
 
     dx_a = [ f_a(x_a) + T Σ_{b≠a} Ṽ_ab/(x_a − x_b) + T C̃_a ] dτ + sqrt(T Ṽ_aa) dB_a
 
@@ -35,7 +35,7 @@ degenerate pair's mean squared deviation from its centre ``3TṼ_aa/(4γ_a)`` (G
 ``Ṽ_aa = 2Ṽ_ab``): both ∝ ``T(μ² − κ)``. Discrete SGD exceeds the SDE's variance by
 ``2/(2 − αγ_a)`` and relaxes at ``−ln(1 − αγ_a)/α`` per unit τ (the O(α) corrections).
 
-Langevin side (`langevin_levels`): `dysonbm.phase_langevin.integrate` with the measured
+Langevin side (`langevin_levels`): `dysonbm.analysis.level_sde.integrate` with the measured
 Ṽ, C̃ held fixed and the drift ``f_a`` re-linearised about the current levels every chunk of
 ``dτ ≤ 0.1/γ_max`` (the integrator takes a linear drift ``a − γx``; a chunk this short
 leaves the curvature's share of the centre shift within about γ·dτ). Where it must fail:
@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import phase_langevin
+from dysonbm.analysis import level_sde
 from dysonbm.models.gaussian_rbm import GaussianRBM, target_modes
 
 __all__ = [
@@ -251,8 +251,8 @@ def _evolve(key, x0, pair, ito, extra, kappa, mu2, sigma_h, T, dtau, n_snapshots
     def chunk(carry, key):
         x, steps, forced = carry
         f, gamma = drift(x, kappa, mu2, sigma_h)
-        coef = phase_langevin.Coefficients(f + extra + gamma * x, pair, ito, gamma)
-        x, info = phase_langevin.integrate(jax.random.split(key, r), x, coef, T, dtau, max_steps=max_sub)
+        coef = level_sde.Coefficients(f + extra + gamma * x, pair, ito, gamma)
+        x, info = level_sde.integrate(jax.random.split(key, r), x, coef, T, dtau, max_steps=max_sub)
         # a level at or beyond μ² leaves K positive definite no more: the replica has diverged
         x = jnp.where(jnp.all(x < mu2, axis=1, keepdims=True), x, jnp.nan)
         return (x, steps + info["steps"], forced + info["forced"]), None
@@ -417,9 +417,10 @@ def _groups(kappa: np.ndarray, mode: np.ndarray, n: int, mu2: float) -> list[tup
 
 def _sgd_setup(results, point: int):
     from dysonbm import config as config_mod
+    from dysonbm import registry
 
     cfg = config_mod.from_dict(results.config)
-    model = config_mod.build_model(cfg)
+    model = registry.build_model(cfg)
     if not isinstance(model, GaussianRBM):
         raise ValueError(f"model.name = {cfg.model!r}: this comparison is for gaussian_rbm")
     if "weights" not in results:
@@ -436,14 +437,14 @@ def compare_point(results, point: int, *, key=None, start: int | None = None, no
     ``rotation_term``: add `rotation_drift`, measured over the SGD's stationary window, to the
     potential's drift (its share of each centre shift, ``rotation/γ``, is reported either way).
     """
-    from dysonbm import scaling
+    from dysonbm.analysis import levels
 
     cfg, model, problem = _sgd_setup(results, point)
     hp = dict(results.points[point])
     lr, bs = float(hp["lr"]), int(hp["batch_size"])
     T = lr / bs
     mu2, sigma_h = float(hp["mu2"]), float(hp["sigma_h"])
-    start = scaling.stationary_start(results) if start is None else start
+    start = levels.stationary_start(results) if start is None else start
     ok = ~np.asarray(results.diverged[point], bool)
     w = np.asarray(results["weights"][point])[ok][:, start:]
     pick_r = np.unique(np.linspace(0, w.shape[0] - 1, min(noise_weights, w.shape[0])).round().astype(int))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dysonbm.sde.conversions import temperature
+
 PHASES = ("ordered", "paramagnetic", "glassy", "divergent")
 UNRESOLVED = "unresolved"
 #: every label, in the order of precedence of the classification rules and of tie-breaks
@@ -333,12 +335,12 @@ def critical_temperature_error(T_values, passes, valid=None, level: float = DRIF
 
 def weakest_disorder_tc(summary, level: float = DRIFT_LEVELS[0], n_boot: int = TC_BOOTSTRAP, seed: int = 0) -> dict:
     """{variant: `critical_temperature_error`} along the smallest-σ_W column of an `assemble`
-    summary, for every drift-criterion variant it holds; each entry also names its ``sigma_w``."""
-    sw = summary["sigma_w"]
+    summary, for every drift-criterion variant it holds; each entry also names its ``init_std``."""
+    sw = summary["init_std"]
     sel = np.nonzero(sw == sw.min())[0]
     return {
         name: {**critical_temperature_error(summary["T"][sel], passes[sel], summary["finite"][sel], level, n_boot, seed),
-               "sigma_w": float(sw.min())}
+               "init_std": float(sw.min())}
         for name, passes in summary["drift_passes"].items()
     }
 
@@ -369,11 +371,6 @@ def teacher_gram(results) -> np.ndarray:
     return np.broadcast_to(gram, (n_points, replicas, gram.shape[-1]))
 
 
-def temperature(lr, batch_size) -> np.ndarray:
-    """T = α/|B|."""
-    return np.asarray(lr, dtype=float) / np.asarray(batch_size, dtype=float)
-
-
 def spacing_growth(mean_spacing, steps) -> np.ndarray:
     """Per replica λ = ln(ū(t)/ū(0))/t at the last snapshot, t in steps; ``mean_spacing`` (..., S).
 
@@ -385,7 +382,7 @@ def spacing_growth(mean_spacing, steps) -> np.ndarray:
         return np.log(u[..., -1] / u[..., 0]) / t
 
 
-def drift_passes(K_t, V_t, T, sigma_w, K: int, L: int, *, rule: str = "majority", window: float = 0.5) -> np.ndarray:
+def drift_passes(K_t, V_t, T, init_std, K: int, L: int, *, rule: str = "majority", window: float = 0.5) -> np.ndarray:
     """Per replica verdict of the drift criterion, from trajectories ``K_t``, ``V_t`` (..., S).
 
     The criterion (``observables.drift_dominated``) is evaluated
@@ -394,7 +391,7 @@ def drift_passes(K_t, V_t, T, sigma_w, K: int, L: int, *, rule: str = "majority"
     - ``rule="majority"``: at every snapshot after t = 0 in the last ``window`` of the run; a
       replica passes when it holds at a majority of them, so one noisy snapshot does not flip it.
 
-    ``T`` and ``sigma_w`` broadcast against (...).
+    ``T`` and ``init_std`` broadcast against (...).
     """
     from dysonbm.observables import drift_dominated
 
@@ -405,9 +402,9 @@ def drift_passes(K_t, V_t, T, sigma_w, K: int, L: int, *, rule: str = "majority"
     S = K_t.shape[-1]
     first = S - 1 if rule == "final" else max(1, int(round((S - 1) * (1.0 - window))))
     T = np.asarray(T, dtype=float)[..., None]
-    sigma_w = np.asarray(sigma_w, dtype=float)[..., None]
+    init_std = np.asarray(init_std, dtype=float)[..., None]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        ok = drift_dominated(K_t[..., first:], V_t[..., first:], T, sigma_w, K, L)
+        ok = drift_dominated(K_t[..., first:], V_t[..., first:], T, init_std, K, L)
     return ok.mean(axis=-1) > 0.5
 
 
@@ -442,7 +439,7 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     """Per-point summary of a multilayer sweep: coordinates, observables, both classifiers.
 
     Returns a dict of arrays with one entry per grid point ``(P,)`` unless noted:
-    ``lr, batch_size, sigma_w, T``; ``loss0, loss`` (median test loss at t = 0 and at the
+    ``lr, batch_size, init_std, T``; ``loss0, loss`` (median test loss at t = 0 and at the
     end over finite replicas), ``q, hs, lam`` (means), ``divergent`` (fraction),
     ``drift_fraction`` (among finite replicas), ``labels`` (P, R), ``majority``,
     ``fractions`` ({label: (P,)}), ``passes`` (P, R), ``finite`` (P, R), ``teacher`` (K,).
@@ -484,7 +481,7 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     grid = phase_grid(labels)
     lam = spacing_growth(results["mean_spacing"], results.steps)
     summary = {
-        "lr": lr, "batch_size": bs, "sigma_w": sw, "T": lr / bs,
+        "lr": lr, "batch_size": bs, "init_std": sw, "T": temperature(lr, bs),
         "loss0": _point_median(results["test_loss"][..., 0], finite),
         "loss": _point_median(results["test_loss"][..., -1], finite),
         "q": _point_mean(results["q"][..., -1], finite),

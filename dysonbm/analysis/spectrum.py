@@ -17,7 +17,7 @@ Marchenko–Pastur with ``c = m/n`` and edges ``σ²(1 ± √c)²``.
   increments per step, ``Var dλ_i ≈ 2D dt``, per level and overall, and the effective
   temperature with the linear-scaling prediction ``T = lr/|B|``.
 
-The reference laws (surmise and MP CDFs, KS statistic, jackknife) are :mod:`dysonbm.rmt`'s.
+The reference laws (surmise and MP CDFs, KS statistic, jackknife) are :mod:`dysonbm.analysis.rmt`'s.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dysonbm import rmt
+from dysonbm.analysis import rmt
+from dysonbm.sde.conversions import temperature
 
 __all__ = [
     "MPFit", "TailFit", "SpacingStats", "Diffusion",
@@ -330,7 +331,7 @@ def level_diffusion(levels, dt=1.0, chiral: bool = False, lr: float | None = Non
     Given ``lr``, the time is ``τ = lr·step`` and the effective temperature is ``D`` in it
     (the Coulomb gas is ``∝ exp(−ΣU/D)``); ``batch_size`` adds ``T = lr/|B|`` and the ratio
     ``noise_var = D_τ/T`` (the per-sample noise variance: the same for all runs of a model
-    where the linear scaling rule holds, see :func:`dysonbm.dyson.diffusion_from_noise`).
+    where the linear scaling rule holds, see :func:`dysonbm.sde.diffusion_from_noise`).
     """
     lv = np.asarray(levels, dtype=float)
     if lv.ndim == 2:
@@ -373,6 +374,6 @@ def level_diffusion(levels, dt=1.0, chiral: bool = False, lr: float | None = Non
     if lr is not None:
         temp, temp_err = big_d / lr, d_err / lr
         if batch_size is not None:
-            t_pred = lr / batch_size
+            t_pred = temperature(lr, batch_size)
             noise = temp / t_pred
     return Diffusion(big_d, d_err, value[:-1], err[:-1], temp, temp_err, t_pred, noise)

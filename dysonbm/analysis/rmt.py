@@ -45,7 +45,7 @@ __all__ = [
     "marchenko_pastur_pdf", "marchenko_pastur_cdf", "mp_edges",
     "two_level_pdf", "two_level_cdf",
     "spacings", "normalized_spacings", "unfold", "spacing_ratios", "mean_ratio",
-    "fit_two_level", "fit_two_level_sigma", "gaussian_sigma", "mean_spacing",
+    "fit_two_level", "fit_two_level_sigma", "gaussian_sigma", "pair_spacing",
     "jackknife", "bootstrap",
     "kolmogorov_sf", "ks_statistic", "ks_test", "ks_2samp",
 ]
@@ -421,7 +421,7 @@ def gaussian_sigma(samples) -> Estimate:
     return Estimate(float(s), float(s / math.sqrt(2.0 * (x.size - 1))))
 
 
-def mean_spacing(pairs) -> Estimate:
+def pair_spacing(pairs) -> Estimate:
     """Mean pair spacing ``<S> = mean |x_2 - x_1|`` over replicas (rows of shape ``(..., 2)``)
     with standard error ``std(S) / sqrt(R)``."""
     p = _f(pairs)

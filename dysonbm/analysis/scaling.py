@@ -6,7 +6,7 @@ one target) is split by the SGD noise into a 2×2 GOE-like pair. Per grid point 
 the late snapshots (stationary state) pooled over replicas:
 
 * the mean spacing ``⟨S⟩ = mean |x₂ − x₁|`` and the two-level width ``σ``
-  (:func:`dysonbm.rmt.fit_two_level`); for a 2×2 GOE ``⟨S⟩ = sqrt(π) σ = sqrt(2π) τ``;
+  (:func:`dysonbm.analysis.rmt.fit_two_level`); for a 2×2 GOE ``⟨S⟩ = sqrt(π) σ = sqrt(2π) τ``;
 * the centre shift ``x₀ − target`` (non-universal, linear in ``α/|B|``);
 * the spacings ``s = S/⟨S⟩`` against the β = 1 surmise ``(π/2) s e^{−πs²/4}`` (KS).
 
@@ -39,29 +39,18 @@ autocorrelation ``ρ`` of ``S`` between snapshots.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from dysonbm import rmt
+from dysonbm.analysis import rmt
+from dysonbm.analysis.levels import Spectrum, degenerate_groups, stationary_start
+from dysonbm.sde.conversions import temperature
 
 SQRT_PI = math.sqrt(math.pi)
 
 
 # ----------------------------------------------------------------------------- structure
-@dataclass
-class Spectrum:
-    """Levels ``(P, R, T, L)`` of one observable with their targets ``(P, L)`` (same order)."""
-
-    name: str  # observable name in the results
-    levels: np.ndarray
-    targets: np.ndarray
-    pairs: list[tuple[int, int]]  # level indices of degenerate pairs
-    singles: list[int]  # level indices of non-degenerate levels
-    labels: dict[int, str]  # pair or single (first index) -> label, e.g. "κ = 4.38"
-    kappa: dict[int, float] = field(default_factory=dict)  # RBM: κ of each mode
-
-
 @dataclass
 class PairStat:
     """One degenerate pair at one grid point, late snapshots pooled over replicas."""
@@ -176,42 +165,24 @@ def sweep_blocks(results) -> tuple[np.ndarray, list[str]]:
     return of, names
 
 
-def stationary_start(results, fraction: float = 0.5) -> int:
-    """First snapshot index of the stationary window: the last ``fraction`` of the run."""
-    steps = results.steps
-    return int(np.searchsorted(steps, steps[-1] * (1.0 - fraction), side="left"))
-
-
-def _degenerate_groups(target: np.ndarray, rtol: float = 1e-6) -> tuple[list, list]:
-    """Pairs of adjacent levels with equal (non-zero) targets, and the remaining levels."""
-    pairs, singles, i, n = [], [], 0, target.size
-    scale = max(np.max(np.abs(target)), 1e-12)
-    while i < n:
-        if i + 1 < n and abs(target[i + 1] - target[i]) <= rtol * scale and abs(target[i]) > rtol * scale:
-            if i + 2 < n and abs(target[i + 2] - target[i]) <= rtol * scale:
-                raise ValueError(f"target {target[i]} is more than doubly degenerate")
-            pairs.append((i, i + 1))
-            i += 2
-        else:
-            singles.append(i)
-            i += 1
-    return pairs, singles
-
-
-def spectrum(results) -> Spectrum:
+def spectrum(results, observable: str | None = None) -> Spectrum:
     """The levels and targets of a results directory's model (teacher_student: ``eigs``;
     gaussian_rbm: ``xi2_by_mode``, the levels in target-mode order, or ``xi2`` where a run did
-    not record it)."""
+    not record it; linear_net: ``observable``, one of its level species, default ``gram1``)."""
     model = results.config["model"]
     name = model["name"]
     points = results.points
+    if name == "linear_net":
+        from dysonbm.analysis.linear_net import level_spectrum
+
+        return level_spectrum(results, observable or "gram1")
     if name == "teacher_student":
         if "eigs" not in results:
             raise ValueError("teacher_student results need the `eigs` spectrum (record.spectra = true)")
         levels = results["eigs"]  # ascending
         target = np.sort(np.asarray(model.get("teacher_eigs", (2.0, 2.0)), float))
         targets = np.broadcast_to(target, (len(points), target.size)).copy()
-        pairs, singles = _degenerate_groups(target)
+        pairs, singles = degenerate_groups(target)
         labels = {i: f"d = {target[p[0]]:g}" for i, p in enumerate(pairs)}
         labels.update({-1 - j: f"d = {target[j]:g}" for j in singles})
         return Spectrum("eigs", levels, targets, pairs, singles, labels)
@@ -234,7 +205,7 @@ def spectrum(results) -> Spectrum:
         # group by κ (not by target, which depends on the point's μ²); κ ascending = target descending
         k_of = np.full(n_h, np.inf)
         k_of[: min(n_h, n_v)] = kappa[: min(n_h, n_v)]
-        pairs, singles = _degenerate_groups(np.where(np.isfinite(k_of), k_of, -1.0 - np.arange(n_h)), DEGENERATE_RTOL)
+        pairs, singles = degenerate_groups(np.where(np.isfinite(k_of), k_of, -1.0 - np.arange(n_h)), DEGENERATE_RTOL)
         # cut-off modes (target 0 at every point) carry no pair statistics
         cut = np.all(targets <= 0, axis=0)
         singles += [j for p in pairs if cut[p[0]] for j in p]
@@ -251,6 +222,10 @@ def predicted_scale(results, spec: Spectrum, point: int, pair: int) -> float:
     """The predicted scale ``x`` of a pair's spacing (module docstring)."""
     hp = results.points[point]
     model = results.config["model"]
+    if model["name"] == "linear_net":
+        from dysonbm.analysis.linear_net import predicted_pair_scale
+
+        return predicted_pair_scale(results, spec, point)
     if model["name"] == "teacher_student":
         from dysonbm.models.teacher_student import stationary_mean_spacing, stationary_offdiag_var
 
@@ -263,12 +238,12 @@ def predicted_scale(results, spec: Spectrum, point: int, pair: int) -> float:
         except ValueError:  # no stationary state at this (α, |B|): the replicas diverge
             return float("nan")
     gap = hp["mu2"] - spec.kappa[pair]
-    return math.sqrt(hp["lr"] / hp["batch_size"] * max(gap, 0.0))
+    return math.sqrt(temperature(hp["lr"], hp["batch_size"]) * max(gap, 0.0))
 
 
 def theory_slope(results) -> float | None:
     """Slope of ``⟨S⟩`` (and ``sqrt(π)σ``) against the predicted scale, if the theory fixes it."""
-    return 1.0 if results.config["model"]["name"] == "teacher_student" else None
+    return 1.0 if results.config["model"]["name"] in ("teacher_student", "linear_net") else None
 
 
 def lag_one_autocorr(s: np.ndarray) -> float:
@@ -337,7 +312,7 @@ def _pair_stat(results, spec, point, pair, start, block, max_fit_pairs) -> PairS
     target = float(spec.targets[point, spec.pairs[pair][0]])
     return PairStat(
         point=point, pair=pair, label=spec.labels[pair], hp=dict(hp), block=int(block),
-        temperature=hp["lr"] / hp["batch_size"], scale=predicted_scale(results, spec, point, pair),
+        temperature=temperature(hp["lr"], hp["batch_size"]), scale=predicted_scale(results, spec, point, pair),
         target=target, n_replicas=r, n_snapshots=t, mean_s=mean_s, mean_s_err=mean_s_err,
         sigma=fit.sigma, sigma_err=fit.sigma_err, centre=fit.x0, centre_err=fit.x0_err,
         ks_d=ks_d, ks_p=ks_p, ks_poisson_d=kp_d, ks_poisson_p=kp_p,
@@ -345,9 +320,10 @@ def _pair_stat(results, spec, point, pair, start, block, max_fit_pairs) -> PairS
     )
 
 
-def pair_stats(results, start: int | None = None, max_fit_pairs: int = 20000) -> tuple[Spectrum, list[PairStat]]:
+def pair_stats(results, start: int | None = None, max_fit_pairs: int = 20000,
+               observable: str | None = None) -> tuple[Spectrum, list[PairStat]]:
     """:class:`PairStat` of every (grid point, degenerate pair), points outer."""
-    spec = spectrum(results)
+    spec = spectrum(results, observable)
     start = stationary_start(results) if start is None else start
     block_of, _ = sweep_blocks(results)
     stats = [
@@ -401,7 +377,7 @@ def equal_temperature_comparisons(results, spec: Spectrum, stats: list[PairStat]
     for a in range(len(points)):
         for b in range(a + 1, len(points)):
             pa, pb = points[a], points[b]
-            ta, tb = pa["lr"] / pa["batch_size"], pb["lr"] / pb["batch_size"]
+            ta, tb = temperature(pa["lr"], pa["batch_size"]), temperature(pb["lr"], pb["batch_size"])
             others = [k for k in pa if k not in ("lr", "batch_size")]
             if abs(ta - tb) > rtol * ta or pa["lr"] == pb["lr"] or any(pa[k] != pb[k] for k in others):
                 continue
@@ -471,10 +447,12 @@ def published_collapse(stats: list[PairStat]) -> dict:
     return out
 
 
-def analyse(results, start: int | None = None, max_fit_pairs: int = 20000) -> ScalingAnalysis:
-    """The full linear-scaling analysis of a teacher_student or gaussian_rbm results directory."""
+def analyse(results, start: int | None = None, max_fit_pairs: int = 20000,
+            observable: str | None = None) -> ScalingAnalysis:
+    """The full linear-scaling analysis of a teacher_student, gaussian_rbm or linear_net results
+    directory (``observable``: linear_net's level species, `spectrum`)."""
     start = stationary_start(results) if start is None else start
-    spec, stats = pair_stats(results, start, max_fit_pairs)
+    spec, stats = pair_stats(results, start, max_fit_pairs, observable)
     theory = theory_slope(results)
     fits = {q: collapse(stats, q, theory) for q in ("mean_s", "sqrtpi_sigma")}
     _, names = sweep_blocks(results)

@@ -1,0 +1,133 @@
+"""`dbm run` against the published loops in plain numpy, whole processes, side by side.
+
+For every model, the reference (`reference_loops.py`, one replica and one step at a time, as
+the published generators are written) runs as one process per core, and `dbm run` runs the
+same protocol at one grid point as one process over all cores; both are timed whole, start-up
+and compilation included, as a user sees them. The table gives replica-steps/s and the ratio.
+
+    python benchmarks/bench_reference.py             # every model
+    python benchmarks/bench_reference.py --models rbm --scale 0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+#: model: (dbm config, dbm replicas × steps, reference replicas × steps per process)
+WORKLOADS = {
+    "multilayer": ("""
+name = "bench_multilayer"
+[model]
+name = "multilayer"
+d_in = 3
+hidden = 32
+features = 16
+activation = "tanh"
+[train]
+lr = 0.5
+batch_size = 4
+init_std = 1.0
+[data]
+protocol = "fixed"
+batches_per_epoch = 1000
+n_test = 128
+""", (2048, 20000), (2, 20000)),
+    "ts": ("""
+name = "bench_ts"
+[model]
+name = "teacher_student"
+n = 2
+teacher_eigs = [2.0, 2.0]
+noise = 0.1
+[train]
+lr = 0.1
+batch_size = 16
+init_std = 0.1
+[data]
+protocol = "fixed"
+batches_per_epoch = 500
+reshuffle = false
+[ensemble]
+problem = "run"
+inputs = "point"
+noise = "replica"
+test = "run"
+""", (4096, 5000), (4, 5000)),
+    "ts_online": ("""
+name = "bench_ts_online"
+[model]
+name = "teacher_student"
+n = 2
+teacher_eigs = [2.0, 2.0]
+noise = 0.1
+[train]
+lr = 0.1
+batch_size = 16
+init_std = 0.1
+[data]
+protocol = "online"
+""", (4096, 5000), (4, 5000)),
+    "rbm": ("""
+name = "bench_rbm"
+[model]
+name = "gaussian_rbm"
+n_visible = 10
+n_hidden = 10
+mu2 = 9.0
+m2 = 4.0
+sigma_h = 1.0
+eta = 0.0
+gibbs_steps = 3
+data_term = "exact"
+[train]
+lr = 0.1
+batch_size = 16
+init_std = 0.1
+""", (2048, 2000), (4, 2000)),
+}
+
+
+def timed(cmds: list[list[str]]) -> float:
+    """Wall seconds of ``cmds`` run concurrently, from the first start to the last exit."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
+    for p, c in zip(procs, cmds):
+        _, err = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"{' '.join(c)} failed:\n{err.decode()[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every workload's steps")
+    args = p.parse_args(argv)
+    cores = len(os.sched_getaffinity(0))
+    dbm = str(pathlib.Path(sys.executable).with_name("dbm"))
+    print(f"{cores} cores; whole processes, start-up and compilation included")
+    print(f"{'model':<11} {'reference (%d proc.)' % cores:>20} {'dbm run':>14} {'ratio':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            toml, (r, steps), (r_ref, steps_ref) = WORKLOADS[name]
+            steps, steps_ref = max(1, int(steps * args.scale)), max(1, int(steps_ref * args.scale))
+            cfg = pathlib.Path(tmp, f"{name}.toml")
+            cfg.write_text(f"seed = 0\nreplicas = {r}\nsteps = {steps}\nsnapshot_every = {steps}\n{toml}")
+            ref = [[sys.executable, str(HERE / "reference_loops.py"), name, str(r_ref), str(steps_ref), str(i)]
+                   for i in range(cores)]
+            ref_rate = cores * r_ref * steps_ref / timed(ref)
+            dbm_rate = r * steps / timed([[dbm, "run", str(cfg), "--out", str(pathlib.Path(tmp, name)), "--overwrite"]])
+            print(f"{name:<11} {ref_rate:>20,.0f} {dbm_rate:>14,.0f} {dbm_rate / ref_rate:>6.0f}×", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""`dbm run --dry-run`: the plan, its sizes and, optionally, a timed calibration, without running it."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+
+from dysonbm.runner.plan import HEADROOM, Plan
+from dysonbm.runner.progress import _duration
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return ""
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.3g} s" if s < 60 else _duration(s)
+
+
+def calibrate(plan: Plan, steps: int = 300) -> dict:
+    """Seconds of the first chunk's init, of one chunk-step and of one snapshot, timed apart.
+
+    Two programs of ``2h`` steps (``h = steps // 2``), one with a snapshot at the end and one
+    with two: their difference is one snapshot's cost and the rest is the steps'. A run whose
+    snapshots are far apart then costs what its steps cost, and one with costly snapshots (the
+    level-SDE terms) what they cost, whatever the calibration's own spacing.
+    """
+    h = max(1, steps // 2)
+    one, two = plan.segment_program(2 * h, 1), plan.segment_program(h, 2)
+    _, keys, hp = plan.chunk_inputs(0)
+    t0 = time.perf_counter()
+    state, data, _ = plan.init(keys, hp)
+    jax.block_until_ready(state)
+    for program in (one, two):  # compile both
+        state, obs = program(state, hp, data, jnp.int32(0))
+    jax.block_until_ready((state, obs))
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, data, _ = plan.init(keys, hp)
+    jax.block_until_ready((state, data))
+    init_s = time.perf_counter() - t0
+    elapsed = []
+    for program in (one, two):
+        t0 = time.perf_counter()
+        state, obs = program(state, hp, data, jnp.int32(2 * h))
+        jax.block_until_ready((state, obs))
+        elapsed.append(time.perf_counter() - t0)
+    snapshot = max(elapsed[1] - elapsed[0], 0.0)
+    per_step = max(elapsed[0] - snapshot, 0.0) / (2 * h)
+    return {"compile_s": compile_s, "init_s": init_s, "per_chunk_step_s": per_step, "snapshot_s": snapshot,
+            "steps": 4 * h}
+
+
+def dry_run(plan: Plan, calibration: bool = True) -> str:
+    """What a run of ``plan`` would take: grid, memory, chunks and (calibrated) wall time."""
+    cfg, fp = plan.cfg, plan.footprint
+    ids = f"replica ids {plan.lo}..{plan.hi - 1} ({plan.n_ids} of {plan.total})" if plan.shard else f"{plan.total} replicas"
+    lines = [
+        f"{cfg.name}: {plan.n_points} grid points x {plan.replicas} replicas = {plan.total} replicas"
+        + (f"; shard {plan.shard[0]}/{plan.shard[1]}: {ids}" if plan.shard else ""),
+        f"  steps {cfg.steps}, snapshots {plan.n_intervals + 1}, replica-steps {plan.n_ids * cfg.steps:.4g}",
+        f"  memory per replica: device {_bytes(fp['device'])} (x{HEADROOM} headroom over "
+        + ", ".join(f"{k} {_bytes(v)}" for k, v in fp["parts"].items()) + f"), results {_bytes(fp['results'])}",
+        f"  memory total: device {_bytes(fp['device'] * plan.slots)} per chunk, "
+        f"results {_bytes(fp['results'] * plan.n_ids + fp['problems'])} (host and disk)",
+        f"  chunks: {plan.n_chunks} x {plan.chunk} replicas ({plan.slots} slots) on {len(plan.devices)} x "
+        f"{plan.devices[0].platform}" + (f", chunk chosen for a budget of {_bytes(plan.budget)} ({plan.budget_source})"
+                                          if plan.auto_chunk else ""),
+        f"  segments: {plan.n_segments} per chunk of {plan.seg * cfg.snapshot_every} steps",
+    ]
+    if calibration:
+        cal = calibrate(plan)
+        per_chunk = cal["init_s"] + cal["per_chunk_step_s"] * cfg.steps + cal["snapshot_s"] * plan.n_intervals
+        # the calibration's compile (init and two programs) stands in for the run's (init and one)
+        total = per_chunk * plan.n_chunks + cal["compile_s"]
+        lines.append(f"  estimated wall time: {_seconds(total)} ({_seconds(per_chunk)} per chunk x {plan.n_chunks} "
+                     f"+ compile {cal['compile_s']:.1f} s; from {cal['steps']} calibration steps, a chunk's init, "
+                     f"steps and snapshots timed apart)")
+    return "\n".join(lines)
