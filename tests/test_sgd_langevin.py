@@ -222,14 +222,14 @@ def test_reproduction_is_registered():
     assert len(points) == 9
     assert {(p["lr"], p["batch_size"]) for p in points} >= {rep.ACCEPT, (0.4, 64), (0.8, 16)}
     assert rep.LANGEVIN[True]["replicas"] == 1000 and rep.TOL == 0.10
-    assert rep.RUNS == ("sgd",) and "report.md" in rep.OUTPUTS
+    assert rep.RUNS == ("sgd", "rbm") and "report.md" in rep.OUTPUTS and rep.PARTS == ("ts", "rbm")
 
 
 @pytest.mark.slow
 def test_quick_reproduction_writes_report_and_figure(tmp_path):
     from dysonbm.reproduce import sgd_langevin as rep
 
-    path = rep.run(tmp_path, quick=True, progress=False)
+    path = rep.run(tmp_path, quick=True, progress=False, parts=("ts",))
     text = path.read_text()
     assert "**PASS**" in text
     assert (tmp_path / "sgd_langevin.png").stat().st_size > 10_000

@@ -52,8 +52,8 @@ dropped) and over the Langevin snapshots after a burn-in:
   ``n_eff = (snapshots)/g``, ``g = (1 + ρ)/(1 − ρ)`` from the lag-one autocorrelation between
   snapshots (`dysonbm.analysis.scaling.effective_n`); the levels of one snapshot count once.
 
-Only the teacher–student model is supported; the Gaussian RBM (Wishart-like levels of WᵀW)
-is not.
+Only the teacher–student model is supported here; the Gaussian RBM (levels of σ_h²WᵀW in a
+known potential, persistent-chain noise) is `dysonbm.analysis.rbm_langevin`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,21 @@ Log-likelihood gradient (``ĥ(φ) = η + σ_h² Wᵀφ`` the conditional mean of
 
 The second term vanishes for ``η = 0``, leaving ``W ← W + α σ_h² (C_target − C_model) W``.
 ``grads`` is minus this, so an optimiser step ``W ← W − α·grads`` is likelihood ascent.
+
+Trained scalars (``learn``, off by default). The marginal is exactly ``N(m, K⁻¹)``, so the
+population NLL ``L = ½[tr(K C) − log det K + bᵀK⁻¹b] + const`` (``C = ⟨φφᵀ⟩_target``) has
+``dL = ½ tr(dK (C − K⁻¹ − m mᵀ)) + mᵀ db``. With ``dK = dμ² 1 − dσ_h² W Wᵀ`` and ``b = η W 1``
+(one ``η`` shared by every hidden unit, as in ``hp``)::
+
+    ∂L/∂μ²  = ½ (⟨|φ|²⟩_target − ⟨|φ|²⟩_model)
+    ∂L/∂η   = ⟨1ᵀWᵀφ⟩_model − ⟨1ᵀWᵀφ⟩_target
+    ∂L/∂σ_h = σ_h (⟨|Wᵀφ|²⟩_model − ⟨|Wᵀφ|²⟩_target)
+
+the positive minus the negative phase of ``∂E/∂θ`` of the joint energy
+``E = −φᵀWh + (μ²/2)|φ|² + |h − η|²/(2σ_h²)``, averaged over ``h|φ`` (the ``N_h/σ_h`` of
+``⟨|h − η|²⟩_{h|φ}/σ_h³`` is the same in both phases and cancels). The model phase is the
+persistent chains' masked mean, as for ``W``. With μ² trained the cut-off moves: a mode with
+``κ > μ²`` pushes μ² up (``∂L/∂μ² = ½(1/κ − 1/μ²) < 0`` per cut mode) until it is learnt.
 """
 
 from __future__ import annotations
@@ -34,6 +49,8 @@ from dysonbm import counter_rng, linalg
 from dysonbm.models.base import Model, tree_sum
 
 _DATA_TERMS = ("exact", "samples")
+#: scalars that ``learn`` may train along with ``W``
+LEARNABLE = ("mu2", "eta", "sigma_h")
 
 
 # -- theory (host side, numpy) --------------------------------------------------------------
@@ -161,7 +178,12 @@ class GaussianRBM(Model):
     but ignored. Chains start in equilibrium with the initial model (exact draws from
     ``N(m, K⁻¹)``), so there is no burn-in transient.
 
-    Parameters ``{"W": (N_v, N_h)}``. Batches (only with ``data_term = "samples"``, see
+    ``learn``: the scalars of ``LEARNABLE`` trained by their likelihood gradient (module
+    docstring), default none. A trained scalar is a parameter (shape ``()``), started at the
+    replica's ``hp`` value; every function then reads it from ``params``, and ``observables``
+    records it under its own name.
+
+    Parameters ``{"W": (N_v, N_h)}`` plus the trained scalars. Batches (only with ``data_term = "samples"``, see
     ``uses_data``) are target samples of shape ``(B_max, N_v)``.
 
     Losses: both ``loss`` and ``loss_and_grad`` return the exact population negative
@@ -189,6 +211,7 @@ class GaussianRBM(Model):
     data_term: str = "exact"
     gibbs_steps: int = 3
     chains: int = 0
+    learn: tuple[str, ...] = ()
 
     def __post_init__(self):
         for field in ("n_visible", "n_hidden", "gibbs_steps"):
@@ -203,6 +226,10 @@ class GaussianRBM(Model):
                 raise ValueError(f"{field} must be positive, got {value!r}")
         if not np.isfinite(self.eta):
             raise ValueError(f"eta must be finite, got {self.eta!r}")
+        learn = (self.learn,) if isinstance(self.learn, str) else self.learn
+        if not isinstance(learn, (tuple, list)) or any(x not in LEARNABLE for x in learn) or len(set(learn)) < len(learn):
+            raise ValueError(f"learn must be a list of distinct names from {list(LEARNABLE)}, got {self.learn!r}")
+        object.__setattr__(self, "learn", tuple(learn))
         if self.data_term not in _DATA_TERMS:
             raise ValueError(f"data_term must be one of {_DATA_TERMS}, got {self.data_term!r}")
         if isinstance(self.kernel, str):
@@ -274,7 +301,7 @@ class GaussianRBM(Model):
         z = jax.random.normal(k_phi, (self.n_visible, self.chains), dtype)
         # φ = m + L⁻ᵀ z has covariance (L Lᵀ)⁻¹ = K⁻¹; NaN if K is not positive definite
         phi = mean[None, :] + linalg.solve_lower_transposed(chol, z).T
-        return {"W": w}, {"phi": phi}
+        return {"W": w, **{name: jnp.asarray(hp[name], dtype) for name in self.learn}}, {"phi": phi}
 
     def loss_and_grad(self, params, aux, batch, mask, key, problem, hp):
         """Advance each chain ``k`` Gibbs sweeps, then ``grads = ⟨φ ĥᵀ⟩_model − ⟨φ ĥᵀ⟩_target``.
@@ -287,20 +314,25 @@ class GaussianRBM(Model):
                 f"chains ({self.chains}) must equal the padded batch size ({mask.shape[0]}): "
                 "set it with model.replace(chains=B_max) before init"
             )
+        hp = self.live(params, hp)
         w = params["W"]
         phi = self.gibbs(w, aux["phi"], key, hp)
         model_term = _phase(phi, mask, w, hp)
         if self.data_term == "exact":
             data_term = _sigma2(hp) * problem["cov"] @ w
+            data_scalars = _exact_scalar_phases(problem["cov"], jnp.zeros(self.n_visible, w.dtype), w, hp)
         else:
             data_term = _phase(batch, mask, w, hp)
+            data_scalars = _scalar_phases(batch, mask, w, hp)
         grads = {"W": model_term - data_term}
+        model_scalars = _scalar_phases(phi, mask, w, hp)
+        grads.update({name: data_scalars[name] - model_scalars[name] for name in self.learn})
         return self._nll(w, problem, hp), grads, {"phi": phi}
 
     def loss(self, params, batch, mask, problem, hp):
         """Exact population NLL per target sample (``batch`` and ``mask`` unused)."""
         del batch, mask
-        return self._nll(params["W"], problem, hp)
+        return self._nll(params["W"], problem, self.live(params, hp))
 
     def trained_matrix(self, params):
         return params["W"]
@@ -318,7 +350,9 @@ class GaussianRBM(Model):
         a level that strays past a neighbouring mode's stays in its own pair.
         ``mode_overlap``: per slot, the overlap (0 to 1) of that level's eigenvector with its
         mode's eigenspace; 0 for the zero levels, which have no eigenvector in visible space.
+        Trained scalars (``learn``) are recorded under their names, shape ``()``.
         """
+        hp = self.live(params, hp)
         w = params["W"]
         s2 = _sigma2(hp)
         xi2 = s2 * linalg.eigvalsh(w.T @ w)[::-1]
@@ -333,10 +367,16 @@ class GaussianRBM(Model):
             "xi2": xi2,
             "xi2_by_mode": by_mode,
             "mode_overlap": jnp.zeros_like(xi2).at[slot].set(overlap),
+            **{name: params[name] for name in self.learn},
         }
 
     def observable_axes(self):
-        return {"k_eigs": ("level",), "xi2": ("level",), "xi2_by_mode": ("mode",), "mode_overlap": ("mode",)}
+        return {"k_eigs": ("level",), "xi2": ("level",), "xi2_by_mode": ("mode",), "mode_overlap": ("mode",),
+                **{name: () for name in self.learn}}
+
+    def live(self, params, hp):
+        """``hp`` with the trained scalars (``learn``) replaced by their current values in ``params``."""
+        return {**hp, **{name: params[name] for name in self.learn}}
 
     # -- building blocks (public for tests and deterministic flows) ----------------------
 
@@ -361,15 +401,21 @@ class GaussianRBM(Model):
             σ_h² (K⁻¹ + m mᵀ − K_φ⁻¹) W + m ηᵀ
 
         the expectation of ``loss_and_grad``'s ``grads`` over chains in equilibrium (and over
-        target samples). Gradient flow on it gives the deterministic fixed points.
+        target samples). Gradient flow on it gives the deterministic fixed points. The trained
+        scalars (``learn``) get the phases of the module docstring with both terms exact.
         """
+        hp = self.live(params, hp)
         w = params["W"]
         chol, mean, _ = self._marginal(w, hp)
         s2 = _sigma2(hp)
         model_cov = linalg.cho_solve(chol, jnp.eye(self.n_visible, dtype=w.dtype))
         second = model_cov + jnp.outer(mean, mean)
         eta = jnp.full((self.n_hidden,), hp["eta"], w.dtype)
-        return {"W": s2 * (second - problem["cov"]) @ w + jnp.outer(mean, eta)}
+        grads = {"W": s2 * (second - problem["cov"]) @ w + jnp.outer(mean, eta)}
+        data = _exact_scalar_phases(problem["cov"], jnp.zeros_like(mean), w, hp)
+        model = _exact_scalar_phases(model_cov, mean, w, hp)
+        grads.update({name: data[name] - model[name] for name in self.learn})
+        return grads
 
     def _kernel(self, w, hp):
         """``K = μ² 1 − σ_h² W Wᵀ``."""
@@ -406,6 +452,22 @@ def _phase(phi, mask, w, hp):
     h_mean = hp["eta"] + _sigma2(hp) * phi @ w
     # masked_mean of the outer products, contracted directly: no (B, N_v, N_h) intermediate
     return jnp.einsum("b,bi,bj->ij", mask, phi, h_mean) / jnp.sum(mask)
+
+
+def _scalar_phases(phi, mask, w, hp):
+    """Masked means of ``∂E/∂θ`` over ``h|φ`` for the scalars of ``LEARNABLE`` (module docstring)."""
+    phi = jnp.where(mask[:, None] > 0, phi, 0.0)
+    proj = phi @ w  # Wᵀφ per row
+    per_row = {"mu2": 0.5 * jnp.sum(phi * phi, axis=1), "eta": -jnp.sum(proj, axis=1),
+               "sigma_h": -hp["sigma_h"] * jnp.sum(proj * proj, axis=1)}
+    return {name: jnp.sum(mask * v) / jnp.sum(mask) for name, v in per_row.items()}
+
+
+def _exact_scalar_phases(cov, mean, w, hp):
+    """`_scalar_phases` averaged over ``φ ~ N(mean, cov)`` in closed form."""
+    proj = w.T @ mean
+    return {"mu2": 0.5 * (jnp.trace(cov) + mean @ mean), "eta": -jnp.sum(proj),
+            "sigma_h": -hp["sigma_h"] * (jnp.sum(w * (cov @ w)) + proj @ proj)}
 
 
 def _validated_kernel(kernel, n_visible: int) -> tuple[tuple[float, ...], ...]:

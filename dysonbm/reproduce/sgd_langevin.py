@@ -9,12 +9,15 @@ the SGD results store ``out/sgd``.
 
 Quick preset (about a minute on two CPU cores): 256 replicas × 1600 steps per point and
 1000 Langevin replicas; full: 1024 × 4000 and 4000.
+
+``--only ts|rbm``: the teacher–student part above, or the Gaussian RBM against its level SDE
+(`dysonbm.reproduce.sgd_langevin_rbm`, writing ``out/rbm`` and ``out/rbm_langevin.png``); by
+default both, the RBM's section appended to the report.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -183,29 +186,35 @@ def report(results, comps, timings, fig: Path, quick: bool, out: Path) -> str:
 
 # what a run writes at the top of ``out`` (`dbm reproduce` replaces nothing else), and which
 # of those are results stores
-RUNS = ("sgd",)
-OUTPUTS = (*RUNS, "sgd_langevin.png", "report.md")
+RUNS = ("sgd", "rbm")
+OUTPUTS = (*RUNS, "sgd_langevin.png", "rbm_langevin.png", "report.md")
+#: the parts of the reproduction, in order (`dbm reproduce sgd-langevin --only PART`)
+PARTS = ("ts", "rbm")
 
 
-def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = False) -> Path:
-    """Run the SGD sweep into ``out/sgd``, its Langevin predictions, the figure and ``out/report.md``
-    (``resume``: continue an interrupted sweep, or reuse a finished one of the same config)."""
-    from dysonbm import config, runner
-    from dysonbm.analysis import langevin_comparison as sl
+def run(out: Path, quick: bool = False, progress: bool = False, resume: bool = False,
+        parts: tuple[str, ...] = PARTS) -> Path:
+    """Run the parts' sweeps (teacher–student into ``out/sgd``, RBM into ``out/rbm``), their Langevin
+    predictions, figures and ``out/report.md`` (``resume``: continue an interrupted sweep, or reuse
+    a finished one of the same config)."""
+    from dysonbm.reproduce import sgd_langevin_rbm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings = []
-    cfg = config.load(CONFIG, SGD_QUICK if quick else None)
-    t = time.perf_counter()
-    results = runner.run(cfg, out=out / "sgd", overwrite=not resume, resume=resume, progress=progress)
-    timings.append(("SGD sweep", time.perf_counter() - t))
-    t = time.perf_counter()
-    comps = sl.compare(results, **LANGEVIN[quick])
-    timings.append(("noise measurement and Langevin runs", time.perf_counter() - t))
-    t = time.perf_counter()
-    fig = figure(comps, out / "sgd_langevin.png")
-    timings.append(("figure", time.perf_counter() - t))
+    text = _teacher_student(out, quick, progress, resume) if "ts" in parts else \
+        "# SGD → Langevin\n\nPreset: " + ("quick" if quick else "full") + "; part: rbm.\n"
+    if "rbm" in parts:
+        text += "\n" + sgd_langevin_rbm.run_part(out, quick, progress, resume)[0]
     path = out / "report.md"
-    path.write_text(report(results, comps, timings, fig, quick, out))
+    path.write_text(text)
     return path
+
+
+def _teacher_student(out: Path, quick: bool, progress: bool, resume: bool) -> str:
+    from dysonbm.analysis import langevin_comparison as sl
+    from dysonbm.reproduce.sgd_langevin_rbm import sweep_compare_figure
+
+    results, comps, fig, timings = sweep_compare_figure(
+        CONFIG, SGD_QUICK if quick else None, out / "sgd", lambda r: sl.compare(r, **LANGEVIN[quick]), figure,
+        out / "sgd_langevin.png", progress, resume)
+    return report(results, comps, timings, fig, quick, out)
