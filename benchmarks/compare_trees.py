@@ -48,8 +48,11 @@ def main(argv=None) -> int:
             rates[t].append(rate(t, args.replicas, args.steps, args.devices))
             print(f"round {r}: {t}: {rates[t][-1]:,.0f} replica-steps/s", flush=True)
     before, after = (statistics.median(rates[t]) for t in trees)
+    # the two runs of a round are neighbours in time: their ratio is the least disturbed by load
+    ratios = [a / b for b, a in zip(rates[trees[0]], rates[trees[1]])]
     print(f"\nR = {args.replicas}, {args.devices} devices, median of {args.rounds}: before {before:,.0f}, "
-          f"after {after:,.0f} replica-steps/s, after/before = {after / before:.3f}")
+          f"after {after:,.0f} replica-steps/s; after/before per round: "
+          f"{', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})")
     return 0
 
 
