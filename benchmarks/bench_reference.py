@@ -21,6 +21,20 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+#: the published teacher–student model (SCIENCE.md §3.1), both data protocols
+TEACHER_STUDENT = """
+name = "bench_ts"
+[model]
+name = "teacher_student"
+n = 2
+teacher_eigs = [2.0, 2.0]
+noise = 0.1
+[train]
+lr = 0.1
+batch_size = 16
+init_std = 0.1
+"""
+
 #: model: (dbm config, dbm replicas × steps, reference replicas × steps per process)
 WORKLOADS = {
     "multilayer": ("""
@@ -40,17 +54,7 @@ protocol = "fixed"
 batches_per_epoch = 1000
 n_test = 128
 """, (2048, 20000), (2, 20000)),
-    "ts": ("""
-name = "bench_ts"
-[model]
-name = "teacher_student"
-n = 2
-teacher_eigs = [2.0, 2.0]
-noise = 0.1
-[train]
-lr = 0.1
-batch_size = 16
-init_std = 0.1
+    "ts": (TEACHER_STUDENT + """
 [data]
 protocol = "fixed"
 batches_per_epoch = 500
@@ -61,17 +65,7 @@ inputs = "point"
 noise = "replica"
 test = "run"
 """, (4096, 5000), (4, 5000)),
-    "ts_online": ("""
-name = "bench_ts_online"
-[model]
-name = "teacher_student"
-n = 2
-teacher_eigs = [2.0, 2.0]
-noise = 0.1
-[train]
-lr = 0.1
-batch_size = 16
-init_std = 0.1
+    "ts_online": (TEACHER_STUDENT + """
 [data]
 protocol = "online"
 """, (4096, 5000), (4, 5000)),
