@@ -9,7 +9,7 @@ Two runs, both with fresh data every step and the balanced start at the target's
   the spacings against the β = 1 surmise, and the drift of D = W₁W₁ᵀ − W₂ᵀW₂;
 - ``wide`` (N_in = N_h = N_out = 32; preset linear_net_wide): each species' stationary level
   density against the predicted semicircle, and the level SDE with measured coefficients
-  (`dysonbm.dyson.DysonBM`) against SGD at the same temperature.
+  (`dysonbm.sde.DysonBM`) against SGD at the same temperature.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def _wide(results, figs: Path, plots) -> str:
               "In τ = α·n each species' levels obey the β = 1 DBM dλ_i = −γ(λ_i − λ*) dτ + D Σ_j dτ/(λ_i − λ_j) + "
               "sqrt(2D) dB_i; the two layers are coupled by the conserved D (λ_i − μ_i = d_i: one bond per level), so "
               "at D = 0 their increments coincide. γ and D are measured from the SGD centre of mass (an OU process, exact "
-              "transition), the DBM is integrated from all levels at 0 with `dysonbm.dyson.DysonBM` to its stationary "
+              "transition), the DBM is integrated from all levels at 0 with `dysonbm.sde.DysonBM` to its stationary "
               "state, and compared with SGD:", "",
               "Theory: γ = 2s₀ and D = 2s₀²αA²/|B| to leading order; the discrete map gives exactly "
               "γ = −ln(1 − α_e)/α for the mean and D = γ·v (trace mode: Var m = v/N = D/(γN)), v the exact entry "
