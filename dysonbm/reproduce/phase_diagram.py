@@ -280,7 +280,7 @@ def equal_time(results, summary) -> list[dict]:
     τ is the largest time every point reaches; each point is read at the snapshot n = τ/α.
     """
     steps = np.asarray(results.steps)
-    tau = float(np.min(summary["lr"]) * 0 + np.min(summary["lr"] * steps[-1]))
+    tau = float(np.min(summary["lr"]) * steps[-1])
     rows = []
     for p in range(summary["T"].size):
         n = tau / summary["lr"][p]
