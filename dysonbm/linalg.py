@@ -15,12 +15,17 @@ from jax.scipy.linalg import solve_triangular
 
 
 def per_matrix(fn):
-    """``fn`` of one matrix, batched under ``vmap`` as a loop of single-matrix calls on CPU
-    (module docstring) and as the batched library call elsewhere."""
+    """``fn`` of one matrix, batched (under ``vmap``, or a stack passed directly) as a loop of
+    single-matrix calls on CPU (module docstring) and as the batched library call elsewhere."""
     sequential = jax.custom_batching.sequential_vmap(fn)
 
     def call(x):
-        return sequential(x) if jax.default_backend() == "cpu" else fn(x)
+        if jax.default_backend() != "cpu":
+            return fn(x)
+        if x.ndim > 2:  # a stack of matrices passed directly (not under vmap): the same loop
+            out = jax.vmap(sequential)(x.reshape((-1,) + x.shape[-2:]))
+            return jax.tree_util.tree_map(lambda o: o.reshape(x.shape[:-2] + o.shape[1:]), out)
+        return sequential(x)
 
     call.__doc__ = fn.__doc__
     return call
