@@ -13,7 +13,7 @@ draw never depends on how the work is chunked. A uniform is the midpoint of the 
 2k+1 are the Box–Muller pair of words 2k (radius) and 2k+1 (angle), so they too depend on
 their index alone; the radius is below 5.77 (the mass beyond 5.65, 1.2×10⁻⁷ of the pairs, sits
 in the outermost cell). Box–Muller with a polynomial sine costs two thirds of ``erf⁻¹``
-inversion (and a tenth of XLA's sine), which dominated the RBM's step.
+inversion, which dominated the RBM's step, and a sixth of Box–Muller with XLA's sine and cosine.
 tests/test_counter_rng.py holds the statistical battery this has to pass.
 
 Keys are the caller's: derive them with ``fold_in`` / ``split`` as usual, once per call.
@@ -75,7 +75,7 @@ def normal_pairs(radius_words, angle_words, dtype=None) -> jax.Array:
     """Box–Muller: ``r = √(−2 log u₁)``, ``(r cos 2πu₂, r sin 2πu₂)`` stacked on a last axis of 2.
 
     ``u₁`` never reaches 0 or 1, so ``0 < r < √(48 log 2) = 5.77``. The cosine and sine are
-    polynomials on an eighth of a turn (error below 10⁻⁷): XLA's own cost 4× the rest here.
+    polynomials on an eighth of a turn (error below 10⁻⁷): with XLA's own the transform is 6× dearer.
     """
     u1 = uniform_from_bits(radius_words, dtype)
     u2 = uniform_from_bits(angle_words, dtype)
