@@ -202,9 +202,10 @@ def make_sde_sim(process) -> Simulation:
 
 
 def draw_samples(model, key, problem, count: int):
-    """``count`` samples keyed by index, so sample i never depends on ``count``."""
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(count))
-    return jax.vmap(lambda k: model.sample(k, problem))(keys)
+    """``count`` samples from one key (inputs and noise from its two halves), drawn as a
+    dataset is, so sample i never depends on ``count``."""
+    input_key, noise_key = jax.random.split(key)
+    return dataset(model, input_key, noise_key, problem, count)
 
 
 def dataset(model, input_key, noise_key, problem, count: int):
