@@ -21,7 +21,7 @@ from dysonbm.config import Config, ConfigError
 from dysonbm.engine import Trajectory, simulate
 from dysonbm.io import Results, load
 from dysonbm.models import GaussianRBM, LinearNet, Multilayer, TeacherStudent, Transformer
-from dysonbm.sde import DysonBM, MatrixDBM, MatrixWishart, WishartProcess, temperature
+from dysonbm.sde import DysonBM, LevelSDE, MatrixDBM, MatrixWishart, WishartProcess, temperature
 
 # last: importing the submodule `dysonbm.sgd` sets the package attribute `sgd` to the module;
 # this binds the name to the function, which `dbm.sgd(...)` calls
@@ -41,7 +41,8 @@ def run(config_or_path, out=None, overwrite: bool = False, progress: bool = Fals
 
 __all__ = [
     "__version__", "run", "load", "Results", "Config", "ConfigError", "sgd", "Bounds", "simulate", "Trajectory",
-    "TeacherStudent", "Multilayer", "GaussianRBM", "LinearNet", "Transformer", "DysonBM", "WishartProcess", "MatrixDBM", "MatrixWishart",
+    "TeacherStudent", "Multilayer", "GaussianRBM", "LinearNet", "Transformer", "DysonBM", "WishartProcess", "LevelSDE",
+    "MatrixDBM", "MatrixWishart",
     "temperature", "analysis", "config", "engine", "io", "models", "registry", "runner", "sde",
     "langevin_comparison", "level_sde", "phases", "rmt", "scaling", "spectrum", "weights",
 ]

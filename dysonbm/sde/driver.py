@@ -19,10 +19,11 @@ def _replica_hp(process: Process, hp: Mapping, n_replicas: int) -> dict[str, Arr
     out = {}
     for name, value in merged.items():
         v = jnp.asarray(value, _dtype())
-        if v.ndim == 0:
-            v = jnp.full((n_replicas,), v)
-        if v.shape != (n_replicas,):
-            raise ValueError(f"hp[{name!r}] must be a scalar or have shape ({n_replicas},), got shape {v.shape}")
+        shape = process.hp_shape(name)
+        if v.shape == shape:
+            v = jnp.broadcast_to(v, (n_replicas,) + shape)
+        if v.shape != (n_replicas,) + shape:
+            raise ValueError(f"hp[{name!r}] must have shape {shape} or ({n_replicas}, *{shape}), got shape {v.shape}")
         out[name] = v
     return out
 
@@ -50,7 +51,8 @@ def simulate(process: Process, hp: Mapping, key, n_replicas: int, n_steps: int, 
              return_state: bool = False):
     """Run ``n_replicas`` independent replicas for ``n_steps`` steps.
 
-    hp: {name: scalar or (R,) array}; missing sweepable names take the process defaults.
+    hp: {name: one replica's value (``process.hp_shape(name)``: a scalar for the sweepable
+    names) or an (R, …) array of them}; missing sweepable names take the process defaults.
     Replica r uses ``fold_in(key, r)`` (its numbers do not depend on R), step t
     ``fold_in(run_key, t)``. Returns {name: (R, S, …)} with S = n_steps/save_every snapshots
     taken after steps save_every, 2·save_every, …, plus "time" (R, S); with

@@ -102,12 +102,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm.sde.bonds import Couplings, _repel
 from dysonbm.sde.checks import _check_choice, _check_common, _first_bad
-from dysonbm.sde.draws import _chi2_from, _draw
-from dysonbm.sde.numerics import _dtype, _expm1_over, _far_sum, _log1p_over, _offdiag_mask, _resort, _safe_recip
+from dysonbm.sde.numerics import _dtype, _offdiag_mask, _safe_recip
 from dysonbm.sde.potentials import _check_confining, _check_potential, get_potential
 from dysonbm.sde.samplers import sample_hermite, sample_laguerre
+from dysonbm.sde.split import Control, LevelTerms, split_step
 
 Array = jax.Array
 PyTree = Any
@@ -121,13 +120,15 @@ __all__ = ["Process", "LevelState", "DysonBM", "WishartProcess"]
 class LevelState(NamedTuple):
     """State of an eigenvalue process for one replica.
 
-    y: (N,) the integrated coordinates, labelled (λ for DBM, singular values s for Wishart);
-    substeps, newton: () int32, sub-steps and Newton iterations used by the last step.
+    y: (N,) the integrated coordinates, ascending (λ for DBM, singular values s for Wishart,
+    the levels x for `LevelSDE`); substeps, newton, forced: () int32, sub-steps, Newton
+    iterations and sub-steps forced by the step budget in the last step (`split.StepInfo`).
     """
 
     y: Array
     substeps: Array
     newton: Array
+    forced: Array
 
 
 def _count():
@@ -147,6 +148,10 @@ class Process:
 
     def observe(self, state, hp) -> dict[str, Array]:
         raise NotImplementedError
+
+    def hp_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of hp[name] for one replica: () for the sweepable scalars."""
+        return ()
 
     def defaults(self) -> dict[str, float]:
         """Default per-replica parameters: the dataclass fields named in ``sweepable``."""
@@ -178,17 +183,13 @@ class Process:
 
 
 class _LogGas(Process):
-    """Shared integrator of the ordered log-gas processes (DBM, Wishart singular values)."""
+    """The ordered log-gas processes (DBM, Wishart singular values): their coefficients as
+    `LevelTerms` of the shared split step (`dysonbm.sde.split`)."""
 
     chiral: ClassVar[bool] = False
 
     # -- process-specific pieces ------------------------------------------------------
-    def _coeffs(self, hp):
-        """Per unit time: (u, dof0, noise variance rate, OU rate r).
-
-        The nearest-pair coupling of a step τ is c_i = u·τ·X_i, X_i ~ χ²_β (mean κτ = βuτ);
-        the origin coupling (chiral only) c0_i = u·τ·Y_i, Y_i ~ χ²_{dof0}.
-        """
+    def _terms(self, hp) -> LevelTerms:
         raise NotImplementedError
 
     def _nonlinear_force(self, y, hp):
@@ -197,85 +198,19 @@ class _LogGas(Process):
     def _euler(self, y, key, hp):
         raise NotImplementedError
 
-    # -- the split scheme -------------------------------------------------------------
+    def _control(self) -> Control:
+        return Control(theta=self.theta, max_substeps=self.max_substeps, max_newton=self.max_newton,
+                       newton_tol=self.newton_tol, random_bonds=self.random_bonds, chiral=self.chiral)
+
     def _split(self, y, key, hp):
-        dt = jnp.asarray(hp["dt"], y.dtype)
-        unit, dof0, noise, r = (jnp.asarray(v, y.dtype) for v in self._coeffs(hp))
-        beta = jnp.asarray(hp["beta"], y.dtype)
-        kappa = beta * unit
-        n = y.shape[0]
-        tol = jnp.asarray(self.newton_tol, y.dtype)
-
-        cand = 3  # proposals per χ² sample
-        blocks = 2 if self.chiral else 1
-
-        def draws(key):
-            # all randomness of a sub-step at once: noise ξ (N,) and the χ² proposals
-            return _draw(key, 1 + blocks * cand, blocks * (cand + 1), (n,), y.dtype)
-
-        def couplings(z, u, tau):
-            # nearest pairs: the exact 2×2 law, |off-diagonal|² = uτ·χ²_β (β real components);
-            # random_bonds=False uses its mean βuτ. Returns (couplings, their means).
-            mean = Couplings(jnp.full((n - 1,), kappa * tau),
-                             jnp.full((n,), unit * tau * dof0) if self.chiral else None)
-            if not self.random_bonds:
-                return mean, mean
-            gap = unit * tau * _chi2_from(z[1 : 1 + cand, : n - 1], u[: cand + 1, : n - 1], beta)
-            if not self.chiral:
-                return Couplings(gap), mean
-            origin = unit * tau * _chi2_from(z[1 + cand :], u[cand + 1 :], dof0)
-            return Couplings(gap, origin), mean
-
-        def body(carry):
-            y, t_left, k, n_sub, n_newton = carry
-            # sub-step cap (O(N)): κτ ≤ θ·(mean gap)², and the nonlinear force changes no gap
-            # by more than θ·max(gap, mean gap); a fully degenerate y (mean gap 0) has no scale
-            gy = jnp.diff(y)
-            mean_gap = y[-1] / n if self.chiral else (y[-1] - y[0]) / (n - 1)
-            cap = jnp.where((mean_gap > 0) & (kappa > 0), mean_gap**2 / jnp.where(kappa > 0, kappa, 1.0), jnp.inf)
-            if self.potential.nonlinear is not None:
-                rate = jnp.abs(jnp.diff(self._nonlinear_force(y, hp)))
-                scale = jnp.maximum(gy, mean_gap)
-                cap = jnp.minimum(cap, jnp.min(jnp.where(rate > 0, scale / jnp.where(rate > 0, rate, 1.0), jnp.inf)))
-            tau_cap = self.theta * cap
-            # invert τ(h) = h·(e^{2rh} − 1)/(2rh): h = τ·log(1 + 2rτ)/(2rτ), no finite h if 1 + 2rτ ≤ 0
-            x = 2.0 * r * tau_cap
-            ok = (x > -1.0) & jnp.isfinite(tau_cap)
-            h_cap = jnp.where(ok, tau_cap * _log1p_over(jnp.where(ok, x, 0.0)), jnp.inf)
-            last = (n_sub + 1 >= self.max_substeps) | (h_cap >= t_left)
-            h = jnp.where(last, t_left, h_cap)
-            tau = h * _expm1_over(2.0 * r * h)
-            z, u = draws(jax.random.fold_in(k, n_sub))
-            # 1. noise (reflected at 0 for singular values), relabelled in order
-            b = y + jnp.sqrt(noise * tau) * z[0]
-            if self.chiral:
-                b = jnp.abs(b)
-            b = _resort(b)
-            # 2. the explicit field at the noisy positions: pairs |i − j| ≥ 2 (+ mirror images)
-            #    and the nonlinear force. Evaluated after the noise, so that the two members of
-            #    a pair that the noise brings close feel every other level alike (the nearer
-            #    one partly through the implicit part): no O(√τ) squeeze of close pairs.
-            b = b + tau * (kappa * _far_sum(b, y, self.chiral) + self._nonlinear_force(b, hp))
-            if self.chiral:
-                b = jnp.abs(b)
-            b = _resort(b)
-            # 3. nearest neighbours implicitly, 4. the exact OU contraction
-            y, it = _repel(b, *couplings(z, u, tau), tol, self.max_newton)
-            y = jnp.exp(-r * h) * y
-            t_left = jnp.where(last, jnp.zeros_like(t_left), t_left - h)
-            return y, t_left, k, n_sub + 1, n_newton + it
-
-        def cond(carry):
-            return carry[1] > 0
-
-        carry = (y, dt, key, _count(), _count())
-        y, _, _, n_sub, n_newton = jax.lax.while_loop(cond, body, carry)
-        return LevelState(y, n_sub, n_newton)
+        nonlinear = None if self.potential.nonlinear is None else (lambda b: self._nonlinear_force(b, hp))
+        y, info = split_step(y, key, hp["dt"], self._terms(hp), self._control(), nonlinear)
+        return LevelState(y, *info)
 
     def step(self, state: LevelState, key, hp) -> LevelState:
         """One step of length hp["dt"].  state.y: (N,) -> (N,)."""
         if self.scheme == "euler":
-            return LevelState(self._euler(state.y, key, hp), _count(), _count())
+            return LevelState(self._euler(state.y, key, hp), _count(), _count(), _count())
         return self._split(state.y, key, hp)
 
 
@@ -346,9 +281,10 @@ class DysonBM(_LogGas):
                 raise ValueError(f"{name} must be > 0 for start='semicircle', got {name}={_first_bad(v, v > 0)}")
         _check_potential(self.potential, hp)
 
-    def _coeffs(self, hp):
+    def _terms(self, hp) -> LevelTerms:
         D = jnp.asarray(hp["D"])
-        return D, 0.0, 2.0 * D, self.potential.stiffness(hp)
+        kappa = hp["beta"] * D
+        return LevelTerms(noise=2.0 * D, rate=self.potential.stiffness(hp), bond=kappa, far=kappa)
 
     def _nonlinear_force(self, y, hp):
         return self.potential.nonlinear_force(y, hp)
@@ -362,7 +298,7 @@ class DysonBM(_LogGas):
         else:
             scale = jnp.sqrt(hp["D"] / self.potential.stiffness(hp))
             y = sample_hermite(key, self.n, hp["beta"], scale)
-        return LevelState(y, _count(), _count())
+        return LevelState(y, _count(), _count(), _count())
 
     def _euler(self, y, key, hp):
         h = hp["dt"]
@@ -451,10 +387,13 @@ class WishartProcess(_LogGas):
                 raise ValueError(f"{name} must be > 0 for start='stationary', got {name}={_first_bad(v, v > 0)}")
         _check_potential(self.potential, hp)
 
-    def _coeffs(self, hp):
+    def _terms(self, hp) -> LevelTerms:
+        # in s = sqrt(x): noise D, pair weights βD/2 (with the mirror images), and the origin
+        # bond of the Bessel law of a singular value near 0 (dimension − 1 = β(m − n + 1) − 1)
         D = jnp.asarray(hp["D"])
-        dof0 = jnp.maximum(hp["beta"] * (self.m - self.n + 1) - 1.0, 0.0)  # Bessel dimension − 1
-        return 0.5 * D, dof0, D, 0.5 * self.potential.stiffness(hp)
+        kappa = 0.5 * hp["beta"] * D
+        dof0 = jnp.maximum(hp["beta"] * (self.m - self.n + 1) - 1.0, 0.0)
+        return LevelTerms(noise=D, rate=0.5 * self.potential.stiffness(hp), bond=kappa, far=kappa, origin_dof=dof0)
 
     def _nonlinear_force(self, s, hp):
         # dx = −U'(x) dt  ⇒  ds = −U'(s²)/(2s) dt
@@ -470,7 +409,7 @@ class WishartProcess(_LogGas):
         else:
             v = hp["D"] / self.potential.stiffness(hp)
             s = jnp.sqrt(sample_laguerre(key, self.m, self.n, hp["beta"], v))
-        return LevelState(s, _count(), _count())
+        return LevelState(s, _count(), _count(), _count())
 
     def _euler(self, s, key, hp):
         # textbook Euler–Maruyama in x = s²
