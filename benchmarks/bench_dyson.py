@@ -74,7 +74,7 @@ def run_dysonbm(n, R, steps, dt, scheme, key):
             ks = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
             return jax.vmap(p.step)(s, ks, hp)
 
-        return jax.lax.fori_loop(0, steps, body, dy.LevelState(y, count, count)).y
+        return jax.lax.fori_loop(0, steps, body, dy.LevelState(y, count, count, count)).y
 
     return _timed(advance, y0)
 

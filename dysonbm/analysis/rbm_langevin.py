@@ -2,8 +2,8 @@
 
 Levels: ``x_a = σ_h² ξ_a²``, the eigenvalues of ``X = σ_h² WᵀW``, descending (``N_h ≤ N_v``);
 level ``a`` belongs to the a-th softest target mode ``κ_a``. In the SGD time ``τ = α·steps``
-at ``T = α/|B|`` and to leading order in α they follow the level SDE of
-`dysonbm.analysis.level_sde` (second-order perturbation theory of ``X' = X + αP + α²σ_h²GᵀG``)::
+at ``T = α/|B|`` and to leading order in α they follow the weighted level SDE
+`dysonbm.sde.LevelSDE` (second-order perturbation theory of ``X' = X + αP + α²σ_h²GᵀG``)::
 
     dx_a = [ f_a(x_a) + T Σ_{b≠a} Ṽ_ab/(x_a − x_b) + T C̃_a ] dτ + sqrt(T Ṽ_aa) dB_a
 
@@ -35,7 +35,7 @@ degenerate pair's mean squared deviation from its centre ``3TṼ_aa/(4γ_a)`` (G
 ``Ṽ_aa = 2Ṽ_ab``): both ∝ ``T(μ² − κ)``. Discrete SGD exceeds the SDE's variance by
 ``2/(2 − αγ_a)`` and relaxes at ``−ln(1 − αγ_a)/α`` per unit τ (the O(α) corrections).
 
-Langevin side (`langevin_levels`): `dysonbm.analysis.level_sde.integrate` with the measured
+Langevin side (`langevin_levels`): `dysonbm.sde.integrate_levels` with the measured
 Ṽ, C̃ held fixed and the drift ``f_a`` re-linearised about the current levels every chunk of
 ``dτ ≤ 0.1/γ_max`` (the integrator takes a linear drift ``a − γx``; a chunk this short
 leaves the curvature's share of the centre shift within about γ·dτ). Where it must fail:
@@ -61,8 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm.analysis import level_sde
 from dysonbm.models.gaussian_rbm import GaussianRBM, target_modes
+from dysonbm.sde.weighted import LevelCoefficients, integrate_levels
 
 __all__ = [
     "Noise", "ModeStats", "ModeComparison", "PointComparison", "drift", "noise_theory", "measure_noise",
@@ -251,8 +251,10 @@ def _evolve(key, x0, pair, ito, extra, kappa, mu2, sigma_h, T, dtau, n_snapshots
     def chunk(carry, key):
         x, steps, forced = carry
         f, gamma = drift(x, kappa, mu2, sigma_h)
-        coef = level_sde.Coefficients(f + extra + gamma * x, pair, ito, gamma)
-        x, info = level_sde.integrate(jax.random.split(key, r), x, coef, T, dtau, max_steps=max_sub)
+        # the kernel's levels are ascending, this module's descending (level a ↔ the a-th softest mode)
+        coef = LevelCoefficients((f + extra + gamma * x)[:, ::-1], pair[:, ::-1, ::-1], ito[:, ::-1], gamma[:, ::-1])
+        x, info = integrate_levels(jax.random.split(key, r), x[:, ::-1], coef, T, dtau, max_steps=max_sub)
+        x = x[:, ::-1]
         # a level at or beyond μ² leaves K positive definite no more: the replica has diverged
         x = jnp.where(jnp.all(x < mu2, axis=1, keepdims=True), x, jnp.nan)
         return (x, steps + info["steps"], forced + info["forced"]), None
@@ -458,7 +460,7 @@ def compare_point(results, point: int, *, key=None, start: int | None = None, no
     kappa = kappa_all[:n]
     every = np.diff(np.asarray(results.steps))
     dtau = lr * float(every[0])
-    sgd = np.asarray(results["xi2"][point], float)[ok][:, start:]
+    sgd = -np.sort(-np.asarray(results["xi2"][point], float)[ok][:, start:], axis=-1)  # descending, whatever the store keeps
     snapshots = sgd.shape[1] if snapshots is None else snapshots
     window = np.asarray(results["weights"][point])[ok][:, start:]
     rotation = rotation_drift(window[:, :: max(1, window.shape[1] // 10)], model.target_kernel(), sigma_h)

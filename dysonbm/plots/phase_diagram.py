@@ -194,13 +194,13 @@ def level_predictions(results, checks: list[dict], path, late: list[dict] | None
     for ax, c in zip(axes[0], checks):
         x0, x1, xh = c["x_start"][0], c["x_end"][0], c["x_hat"][0, 0]  # (n, K) of replica 0
         t = np.arange(c["intervals"] + 1) * (c["steps"][1] - c["steps"][0]) / c["intervals"] + c["steps"][0]
-        for i in range(min(levels, x0.shape[-1])):
+        for i in range(x0.shape[-1] - 1, max(x0.shape[-1] - levels, 0) - 1, -1):  # ascending: the largest last
             col = colors[i % len(colors)]
             ax.plot(t, np.concatenate([x0[:, i], x1[-1:, i]]), color=col, lw=1.3)
             for k in range(x0.shape[0]):
                 ax.plot([t[k], t[k + 1]], [x0[k, i], xh[k, i]], color=col, lw=0.8, alpha=0.7)
             ax.plot(t[1:], xh[:, i], "o", color=col, ms=2.5, alpha=0.8)
-        for v in c["teacher"][0, 0, :levels]:  # replica 0's teacher
+        for v in np.sort(c["teacher"][0, 0])[-levels:]:  # replica 0's teacher, its largest levels
             ax.axhline(v, color="k", ls="--", lw=0.6, alpha=0.6)
         ax.set_yscale("log")
         ax.set_xlabel("SGD step $n$")

@@ -1,4 +1,4 @@
-"""Eigenvalue SDEs (Dyson Brownian motion, Wishart process) with batched, stable integrators.
+"""Eigenvalue SDEs (Dyson Brownian motion, Wishart process), stepped by the split integrator `dysonbm.sde.split`.
 
 Processes
 ---------
@@ -41,7 +41,9 @@ The quadratic part of the potential (rate r = γ for DBM; r = γ/2 for the singu
 the Wishart process) is removed exactly by the Ornstein–Uhlenbeck time change
 λ(t) = e^{−rt} μ(τ(t)), τ(t) = (e^{2rt} − 1)/(2r), under which μ obeys the same SDE without
 the quadratic term (the repulsion is homogeneous of degree −1). A step of length h, with
-τ = τ(h), κ = βD and y the ordered levels, is then:
+τ = τ(h), κ = βD and y the ordered levels, is then (written here in the time-changed frame;
+`dysonbm.sde.split`, the integrator shared with `dysonbm.sde.LevelSDE`, takes the same step
+in the original frame, where step 4 comes first and the couplings carry e^{−2rh}):
 
 1. noise: b = sort(y + sqrt(2Dτ) ξ)  (Wishart: sqrt(Dτ) ξ, reflected at 0);
 2. explicit part at b: b += τ[κ Σ_{|i−j|≥2} 1/(b_i − b_j) − U_nl'(b_i)] (Wishart: also the
@@ -72,9 +74,11 @@ ordered and finite for every dt (for β < 1, where the exact levels collide, the
 Cost per step: one O(N²) vectorised pair sum, like Euler–Maruyama, plus O(N log N).
 
 Step control: with mean gap ḡ, a step is cut into sub-steps (per replica, in a
-``lax.while_loop``, at most ``max_substeps``, the last taking the remaining time, none
-dropped) when κτ > theta·ḡ² or the nonlinear force would change a gap by more than
-theta·max(gap, ḡ): only at very large dt, stiff potentials, or the compressed
+``lax.while_loop``) when κτ > theta·ḡ² or the nonlinear force would change a gap by more
+than theta·max(gap, ḡ), within a budget of ``max_substeps``: no sub-step is shorter than
+(time left)/(sub-steps left), so the step always ends at dt, none dropped (sub-steps where
+the budget overrode the control are counted in ``LevelState.forced``): only at very large
+dt, stiff potentials, or the compressed
 configurations right after the degenerate start "zero" (all levels at 0: the first step
 has no far field and the prox splits the levels).
 
