@@ -151,7 +151,7 @@ def test_uniform_weights_run_the_dyson_step():
     n, R, T, c, gamma = 24, 64, 2.0, 0.5, 1.5
     D = T * c
     dbm = sde.DysonBM(n, start="semicircle")
-    lvl = sde.LevelSDE(n, courant=0.0, max_substeps=dbm.max_substeps, reflect=False)
+    lvl = sde.LevelSDE(n, control=sde.Control(theta=dbm.theta, max_substeps=dbm.max_substeps))
     keys = jax.random.split(KEY, R)
     with enable_x64():
         y0 = jax.vmap(lambda k: sde.sample_hermite(k, n, 1.0, (D / gamma) ** 0.5))(keys)

@@ -76,9 +76,10 @@ def test_interval_inputs_sort_levels_and_move_coefficients_with_them(stored):
     drift, ito, gamma = (10 * x + k for k in (1, 2, 3))  # each a function of its level
     pair = 100 * x[..., :, None] + x[..., None, :]  # Ṽ_ij identifies (x_i, x_j)
     if stored == "descending":
-        x, drift, ito, gamma, pair = x[..., ::-1], drift[..., ::-1], ito[..., ::-1], gamma[..., ::-1], pair[..., ::-1, ::-1]
-    res = _FakeResults({"gram": x, "level_drift": drift, "pair_noise": pair, "level_ito": ito, "level_stiffness": gamma},
-                       [0, 10, 20])
+        x, drift, ito, gamma = (a[..., ::-1] for a in (x, drift, ito, gamma))
+        pair = pair[..., ::-1, ::-1]
+    fields = {"gram": x, "level_drift": drift, "pair_noise": pair, "level_ito": ito, "level_stiffness": gamma}
+    res = _FakeResults(fields, [0, 10, 20])
     inp = pl.interval_inputs(res, 0)
     xs = inp["x_start"]
     assert np.all(np.diff(xs, axis=-1) > 0)

@@ -52,9 +52,9 @@ Array = jax.Array
 class LevelTerms(NamedTuple):
     """The coefficients of a level SDE for one replica, per unit time (traced arrays).
 
-    noise:  (N,) variance rates σ_i²
-    rate:   (N,) linear rates r_i (drift −r_i y_i)
-    bond:   (N−1,) nearest-neighbour couplings c̄_i (the weights w_{i,i+1}), ≥ 0
+    noise:  (N,) or () variance rates σ_i²
+    rate:   (N,) or () linear rates r_i (drift −r_i y_i)
+    bond:   (N−1,) or () nearest-neighbour couplings c̄_i (the weights w_{i,i+1}), ≥ 0
     far:    () uniform pair weight κ, or (N, N) symmetric weights w_ij (only |i − j| ≥ 2 are read)
     drift:  (N,) constant drift a_i, or None
     origin_dof: () degrees of freedom of the origin bond (chiral processes), or None: the
@@ -154,17 +154,23 @@ def _step_cap(y, terms: LevelTerms, nonlinear, ctl: Control):
     return cap
 
 
+def _bond_mean(a):
+    """Per bond, the mean of its two levels' values; a scalar stays one (no per-level work)."""
+    return a if a.ndim == 0 else 0.5 * (a[1:] + a[:-1])
+
+
 def _couplings(z, u, terms: LevelTerms, tau, ctl: Control, cand: int):
-    """(couplings, their means) of the implicit part; ``tau`` (N,) the levels' effective steps
-    (1 − e^{−2rh})/(2r), a bond's the mean of its two levels'."""
-    n = tau.shape[0]
-    tau_bond = 0.5 * (tau[1:] + tau[:-1])
+    """(couplings, their means) of the implicit part; ``tau`` the levels' effective steps
+    (1 − e^{−2rh})/(2r) (a scalar or (N,)), a bond's the mean of its two levels'."""
+    n = z.shape[-1]
+    tau_bond = _bond_mean(tau)
     origin_scale = 0.5 * terms.noise * tau if ctl.chiral else None
-    mean = Couplings(terms.bond * tau_bond, origin_scale * terms.origin_dof if ctl.chiral else None)
+    mean = Couplings(jnp.broadcast_to(terms.bond * tau_bond, (n - 1,)),
+                     jnp.broadcast_to(origin_scale * terms.origin_dof, (n,)) if ctl.chiral else None)
     if not ctl.random_bonds:
         return mean, mean
     # the isolated pair's gap is a Bessel process of dimension 1 + 4c̄/s: g² = g_b² + sτ·χ²_{4c̄/s}
-    unit = 0.25 * (terms.noise[1:] + terms.noise[:-1])  # s/4
+    unit = 0.5 * _bond_mean(terms.noise)  # s/4
     noisy = unit > 0
     dof = jnp.where(noisy, terms.bond / jnp.where(noisy, unit, 1.0), 0.0)
     chi = _chi2_from(z[1 : 1 + cand, : n - 1], u[: cand + 1, : n - 1], dof)
@@ -183,9 +189,8 @@ def split_step(y: Array, key, dt, terms: LevelTerms, ctl: Control,
     """
     dtype = y.dtype
     n = y.shape[0]
+    # scalars stay scalars (DysonBM, Wishart: one rate, one noise level, one weight)
     terms = LevelTerms(*(None if t is None else jnp.asarray(t, dtype) for t in terms))
-    terms = terms._replace(noise=jnp.broadcast_to(terms.noise, (n,)), rate=jnp.broadcast_to(terms.rate, (n,)),
-                           bond=jnp.broadcast_to(terms.bond, (n - 1,)))
     reflect = ctl.reflect or ctl.chiral
     tol = jnp.asarray(ctl.newton_tol, dtype)
     cand = 3  # proposals per χ² sample

@@ -32,7 +32,9 @@ from dysonbm.sde.split import Control, LevelTerms, split_step
 
 Array = jax.Array
 
-__all__ = ["LevelCoefficients", "level_coefficients", "level_velocity", "LevelSDE", "integrate_levels"]
+__all__ = [
+    "LevelCoefficients", "level_coefficients", "level_velocity", "LevelSDE", "DEFAULT_CONTROL", "integrate_levels",
+]
 
 
 class LevelCoefficients(NamedTuple):
@@ -79,6 +81,10 @@ def level_velocity(x: Array, coef: LevelCoefficients, T) -> Array:
     return coef.drift - coef.stiffness * x + T * (coulomb + coef.ito)
 
 
+#: the weighted SDE's step settings: the Courant rule on (the noise limits the step where it is
+#: ~ the second-neighbour distance), a budget of 20 000 sub-steps, Gram levels reflected at 0
+DEFAULT_CONTROL = Control(courant=0.1, max_substeps=20_000, reflect=True)
+
 _ARRAYS = {"x0": 1, "drift": 1, "ito": 1, "stiffness": 1, "pair": 2}  # hp name -> number of level axes
 
 
@@ -87,38 +93,35 @@ class LevelSDE(Process):
     """The weighted level SDE of ``n`` levels (one replica; see the module docstring).
 
     hp (per replica): ``T`` ≥ 0 and ``dt`` > 0 (scalars); ``x0`` (n,) the start (any order;
-    reflected at 0 if ``reflect``); ``drift``, ``ito``, ``stiffness`` (n,) and ``pair`` (n, n)
-    the `LevelCoefficients`, indexed by level in ascending order.
-    Step control (`dysonbm.sde.split.Control`): ``courant``, ``resolve``, ``theta`` and the
-    budget ``max_substeps`` per step (each step reaches dt; sub-steps where the budget
-    overrode the control are counted). ``random_bonds``: bond couplings drawn from the exact
-    isolated-pair law (False: their means, g² = g_b² + 4TṼ_i,i+1 τ).
+    reflected at 0 if ``control.reflect``); ``drift``, ``ito``, ``stiffness`` (n,) and ``pair``
+    (n, n) the `LevelCoefficients`, indexed by level in ascending order.
+    control: the split step's settings (`dysonbm.sde.split.Control`; default `DEFAULT_CONTROL`):
+    the step control's ``courant``, ``resolve``, ``theta`` and its budget ``max_substeps`` per
+    step (each step reaches dt; sub-steps where the budget overrode the control are counted),
+    ``reflect`` at 0, ``random_bonds`` (bond couplings drawn from the exact isolated-pair law;
+    False: their means, g² = g_b² + 4TṼ_i,i+1 τ).
     observe -> {"levels": (n,) ascending, "min_gap": (), "substeps": (), "forced": () int32}.
     """
 
     n: int
     T: float = 1.0
     dt: float = 1e-3
-    reflect: bool = True
-    random_bonds: bool = True
-    courant: float = 0.1
-    resolve: float = 1e-3
-    theta: float = 0.5
-    max_substeps: int = 20_000
-    max_newton: int = 50
-    newton_tol: float = 3e-3
+    control: Control = DEFAULT_CONTROL
 
     sweepable: ClassVar[tuple[str, ...]] = ("T", "dt")
 
     def __post_init__(self):
         if not isinstance(self.n, (int, np.integer)) or self.n < 2:
             raise ValueError(f"n must be an integer >= 2, got n={self.n!r}")
+        if self.control.chiral:
+            raise ValueError("control.chiral must be False for LevelSDE (levels, not singular values)")
         for name in ("courant", "theta"):
-            v = getattr(self, name)
+            v = getattr(self.control, name)
             if not 0 <= v < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {name}={v!r}")
-        if self.max_substeps < 1:
-            raise ValueError(f"max_substeps must be >= 1, got max_substeps={self.max_substeps!r}")
+                raise ValueError(f"control.{name} must be in [0, 1), got control.{name}={v!r}")
+        if self.control.max_substeps < 1:
+            v = self.control.max_substeps
+            raise ValueError(f"control.max_substeps must be >= 1, got control.max_substeps={v!r}")
 
     def hp_shape(self, name: str) -> tuple[int, ...]:
         return (self.n,) * _ARRAYS.get(name, 0)
@@ -136,20 +139,15 @@ class LevelSDE(Process):
             if not np.all(np.isfinite(v)):
                 raise ValueError(f"{name} must be finite, got {name}={_first_bad(v, np.isfinite(v))}")
 
-    def control(self) -> Control:
-        return Control(theta=self.theta, courant=self.courant, resolve=self.resolve, max_substeps=self.max_substeps,
-                       max_newton=self.max_newton, newton_tol=self.newton_tol, random_bonds=self.random_bonds,
-                       reflect=self.reflect)
-
     def init(self, key, hp) -> LevelState:
         x = jnp.asarray(hp["x0"])
-        y = jnp.sort(jnp.abs(x) if self.reflect else x)
+        y = jnp.sort(jnp.abs(x) if self.control.reflect else x)
         zero = jnp.asarray(0, jnp.int32)
         return LevelState(y, zero, zero, zero)
 
     def step(self, state: LevelState, key, hp) -> LevelState:
         coef = LevelCoefficients(*(jnp.asarray(hp[k], state.y.dtype) for k in LevelCoefficients._fields))
-        y, info = split_step(state.y, key, hp["dt"], coef.terms(hp["T"]), self.control())
+        y, info = split_step(state.y, key, hp["dt"], coef.terms(hp["T"]), self.control)
         return LevelState(y, *info)
 
     def observe(self, state: LevelState, hp) -> dict[str, Array]:
@@ -181,6 +179,7 @@ def integrate_levels(key, x0, coef: LevelCoefficients, T, tau, *, courant: float
     x0 = jnp.asarray(x0)
     dtype = x0.dtype
     coef = LevelCoefficients(*(jnp.asarray(c, dtype) for c in coef))
-    process = LevelSDE(n=x0.shape[-1], courant=courant, resolve=resolve, max_substeps=max_steps,
-                       random_bonds=random_bonds, reflect=reflect)
+    ctl = DEFAULT_CONTROL._replace(courant=courant, resolve=resolve, max_substeps=max_steps, random_bonds=random_bonds,
+                                   reflect=reflect)
+    process = LevelSDE(n=x0.shape[-1], control=ctl)
     return _integrate(process, key, x0, coef, jnp.asarray(T, dtype), jnp.asarray(tau, dtype))
