@@ -135,7 +135,8 @@ def report_section(results, comps, timings, fig: Path, quick: bool, out: Path) -
              f"Noise: the PCD-k estimator one chain at a time at {comps[0].noise.n_weights} stationary weight "
              f"matrices (one per replica) × {comps[0].noise.n_chains} chains × {comps[0].noise.n_updates} updates; "
              "Ṽ_ab is the long-run covariance of the projected increment (the chains remember (x/μ²)^k of "
-             "their state per update), C̃ the Itô term. Langevin: `dysonbm.analysis.level_sde.integrate` with those "
+             "their state per update), C̃ the Itô term. Langevin: `dysonbm.sde.integrate_levels` (the weighted "
+             "level SDE) with those "
              "coefficients fixed and the drift 2σ_h²x(1/κ − 1/(μ² − x)) re-linearised every chunk, "
              f"{comps[0].modes[0].langevin.n_replicas} replicas from the fixed points, burn-in 3/γ_min, snapshots "
              "at the SGD's spacing Δτ = 20α. Levels are assigned to modes by rank on both sides.", "",
