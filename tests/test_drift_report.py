@@ -28,7 +28,6 @@ def synthetic(with_paper=True):
     P = SIGMAS.size * T_VALUES.size
     sw = np.repeat(SIGMAS, T_VALUES.size)
     T = np.tile(T_VALUES, SIGMAS.size)
-    rep = lambda v: np.repeat(np.asarray(v, float)[:, None], R, axis=1)  # noqa: E731
     thr = np.sqrt(L / K) * (K - 1) * T / (4 * sw**2)  # K_t at equality for V_t = 1
     r = np.arange(R)[None, :]
     both, paper, major = (np.tile(a, SIGMAS.size)[:, None] for a in (BOTH, PAPER, MAJOR))
@@ -40,7 +39,6 @@ def synthetic(with_paper=True):
     rng = np.random.default_rng(0)
     gram = np.sort(rng.uniform(0.1, 3.0, (P, R, S, K)), axis=-1)[..., ::-1]
     arrays = {
-        "hp_lr": rep(4 * T), "hp_batch_size": rep(np.full(P, 4)), "hp_init_std": rep(sw),
         "gram": gram, "test_loss": rng.uniform(0.1, 1.0, (P, R, S)), "q": rng.uniform(0, 1, (P, R, S)),
         "hs": rng.uniform(-1, 1, (P, R, S)), "mean_spacing": np.exp(rng.normal(size=(P, R, S))),
         "K_t": K_t, "V_t": np.full((P, R, S), 2.0), "diverged": np.zeros((P, R), bool),

@@ -140,8 +140,10 @@ def test_langevin_check_wiring_on_a_small_run(tiny, tmp_path):
     assert len(set(points.values())) == len(points)
     over = phase_diagram.langevin_overrides(config.from_dict(config.tomllib.loads(TINY)), s, points)
     assert [b["lr"][0] for b in over["sweep"]] == [s["lr"][p] for p in points.values()]
-    dense = dysonbm.Results(tiny.manifest, {k: v[list(points.values())] if v.ndim and v.shape[0] == len(tiny.points) else v
-                                            for k, v in tiny.arrays.items()}, tiny.axes)
+    chosen = list(points.values())
+    dense = dysonbm.Results({**tiny.manifest, "points": [tiny.points[p] for p in chosen]},
+                            {k: v[chosen] if v.ndim and v.shape[0] == len(tiny.points) else v
+                             for k, v in tiny.arrays.items()}, tiny.axes)
     rows = phase_diagram.langevin_check(tiny, s, dense, points)
     assert len(rows) == 2 * len(points)
     for r in rows:

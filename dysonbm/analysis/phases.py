@@ -453,10 +453,8 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     ``steps_per_epoch`` (P,)); ``T_c`` the crossing of the drift
     fraction at 0.68 along the smallest σ_W with its bootstrap error (`weakest_disorder_tc`).
     """
-    lr = results["hp_lr"][:, 0].astype(float)
-    bs = results["hp_batch_size"][:, 0].astype(float)
-    sw = results["hp_init_std"][:, 0].astype(float)
-    T_r = temperature(results["hp_lr"], results["hp_batch_size"])
+    lr, bs, sw = results.hp("lr"), results.hp("batch_size").astype(float), results.hp("init_std")
+    T_r = temperature(lr, bs)[:, None]
     gram = np.asarray(results["gram"], dtype=float)
     K = gram.shape[-1]
     L = int(results.config["model"].get("hidden", 32))
@@ -473,7 +471,7 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     elif "V_t_paper" in results:
         coulomb["V_t_paper"] = results["V_t_paper"]
     variants = {
-        name: drift_passes(results["K_t"], coulomb[v], T_r, results["hp_init_std"], K, L, rule=rule)
+        name: drift_passes(results["K_t"], coulomb[v], T_r, sw[:, None], K, L, rule=rule)
         for name, (rule, v, _) in DRIFT_VARIANTS.items() if v in coulomb
     }
     rule = next(iter(variants))  # the published variant when V_t_paper was recorded
