@@ -262,8 +262,9 @@ def interval_inputs(results, point: int, *, first: int = 0, clip_stiffness: bool
     """
     sl = slice(first, None)
 
-    def get(name):
-        return np.asarray(results[name][point], dtype=float)[:, sl]
+    def get(name):  # stored ascending; the levels here are descending
+        a = np.asarray(results[name][point], dtype=float)[:, sl, ::-1]
+        return a[..., ::-1] if name == "pair_noise" else a
 
     x, drift, pair = get("gram"), get("level_drift"), get("pair_noise")
     ito = get("level_ito") if "level_ito" in results else np.zeros_like(drift)
@@ -399,7 +400,7 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
             out[side] = {"net": nan, "se": nan, "lam": np.nan, "regime": "undetermined"}
         return {**out, "agree": False, "forced": np.nan, "top_terms": {}}
     x0, x1 = inp["x_start"][ok], inp["x_end"][ok]
-    teacher = np.asarray(teacher, dtype=float)
+    teacher = -np.sort(-np.asarray(teacher, dtype=float), axis=-1)  # descending, like the levels here
     if teacher.ndim == 2:  # one teacher per replica: (R, K) → (R_ok, 1, K) against (R_ok, n, K)
         teacher = teacher[ok][:, None]
     coef = Coefficients(*(c[ok] for c in inp["coef"]))

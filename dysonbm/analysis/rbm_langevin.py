@@ -458,7 +458,7 @@ def compare_point(results, point: int, *, key=None, start: int | None = None, no
     kappa = kappa_all[:n]
     every = np.diff(np.asarray(results.steps))
     dtau = lr * float(every[0])
-    sgd = np.asarray(results["xi2"][point], float)[ok][:, start:]
+    sgd = -np.sort(-np.asarray(results["xi2"][point], float)[ok][:, start:], axis=-1)  # descending, as here
     snapshots = sgd.shape[1] if snapshots is None else snapshots
     window = np.asarray(results["weights"][point])[ok][:, start:]
     rotation = rotation_drift(window[:, :: max(1, window.shape[1] // 10)], model.target_kernel(), sigma_h)

@@ -339,7 +339,7 @@ class GaussianRBM(Model):
 
     def observables(self, params, params0, problem, test, hp):
         """``k_eigs``: eigenvalues of ``K``, ascending (``N_v``); ``xi2``: ``σ_h² ξ²``, the
-        eigenvalues of ``σ_h² WᵀW``, descending (``N_h``), whose fixed points are
+        eigenvalues of ``σ_h² WᵀW``, ascending (``N_h``), whose fixed points are
         :func:`fixed_points`.
 
         ``xi2_by_mode``: the same levels in target-mode order (``N_h``, axis "mode"): slot ``j``
@@ -355,18 +355,19 @@ class GaussianRBM(Model):
         hp = self.live(params, hp)
         w = params["W"]
         s2 = _sigma2(hp)
-        xi2 = s2 * linalg.eigvalsh(w.T @ w)[::-1]
+        xi2 = s2 * linalg.eigvalsh(w.T @ w)
         x, u = linalg.eigh(w @ w.T)
         n = min(self.n_visible, self.n_hidden)
         _, Q, mode = target_modes(self.target_kernel())
         slot, overlap = assign_modes(u[:, ::-1][:, :n], Q, mode)
-        # levels and vectors from one decomposition, so a level travels with its own vector
-        by_mode = xi2.at[slot].set(s2 * x[::-1][:n])
+        # levels and vectors from one decomposition, so a level travels with its own vector;
+        # slots past N_v keep the zero levels (the smallest, first in ascending order)
+        by_mode = xi2[::-1].at[slot].set(s2 * x[::-1][:n])
         return {
             "k_eigs": linalg.eigvalsh(self._kernel(w, hp)),
             "xi2": xi2,
             "xi2_by_mode": by_mode,
-            "mode_overlap": jnp.zeros_like(xi2).at[slot].set(overlap),
+            "mode_overlap": jnp.zeros_like(by_mode).at[slot].set(overlap),
             **{name: params[name] for name in self.learn},
         }
 

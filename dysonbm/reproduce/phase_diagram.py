@@ -261,8 +261,8 @@ def check_glassy(results, summary, sigma_min: float = 16.0) -> dict:
     ok = summary["finite"][p]
     g = results["gram"][p][ok]
     # median over replicas of the relative change of each extreme level
-    top = float(np.median(np.abs(g[:, -1, 0] / g[:, 0, 0] - 1)))
-    bottom = float(np.median(np.abs(g[:, -1, -1] / g[:, 0, -1] - 1)))
+    top = float(np.median(np.abs(g[:, -1, -1] / g[:, 0, -1] - 1)))
+    bottom = float(np.median(np.abs(g[:, -1, 0] / g[:, 0, 0] - 1)))
     K, L = g.shape[-1], int(results.config["model"].get("hidden", 32))
     s2 = summary["init_std"][p] ** 2
     mp = (s2 * (1 + np.sqrt(K / L)) ** 2, s2 * (1 - np.sqrt(K / L)) ** 2)
