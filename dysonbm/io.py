@@ -53,6 +53,13 @@ class Results:
     def config(self) -> dict:
         return self.manifest["config"]
 
+    def model(self):
+        """The model (or SDE process) this run simulated, rebuilt from the stored config; with
+        `problem` it is everything needed to evaluate a loss, a gradient or a sample again."""
+        from dysonbm import config
+
+        return config.model_of(self.config)
+
     def hp(self, name: str) -> np.ndarray:
         """Hyperparameter ``name`` per grid point, ``(point,)``, as configured (float64; int for
         ``batch_size``). The one place a results directory keeps it: add ``[:, None]`` for a

@@ -48,7 +48,7 @@ def synthetic(with_paper=True):
     manifest = {"points": [{"lr": 4 * t, "batch_size": 4, "init_std": s} for s, t in zip(sw, T)],
                 "steps": [0, 1000, 2000, 3000, 4000],
                 "config": {"name": "synthetic", "model": {"name": "multilayer", "hidden": L},
-                           "data": {"batches_per_epoch": 1000, "n_test": 128}}}
+                           "data": {"protocol": "fixed", "batches_per_epoch": 1000, "n_test": 128}}}
     return Results(manifest, arrays, {})
 
 

@@ -458,7 +458,7 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     T_r = temperature(lr, bs)[:, None]
     gram = np.asarray(results["gram"], dtype=float)
     K = gram.shape[-1]
-    L = int(results.config["model"].get("hidden", 32))
+    L = results.model().hidden
     if teacher_spectrum is None:
         teacher_spectrum = teacher_gram(results)
     finite = ~np.asarray(results.diverged, dtype=bool)
@@ -493,10 +493,8 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
         "labels": labels, "majority": grid["majority"], "fractions": grid["fractions"],
         "passes": passes, "finite": finite, "teacher": np.asarray(teacher_spectrum, dtype=float),
     }
-    from dysonbm.config import DataConfig
-
-    data = results.config.get("data", {})
-    summary["n_test"] = int(data.get("n_test", DataConfig.n_test))
+    data = results.config["data"]
+    summary["n_test"] = int(data["n_test"])
     summary["steps_per_epoch"] = steps_per_epoch(data, bs)
     summary["paper"] = paper_units(summary, summary["n_test"], summary["steps_per_epoch"])
     summary["T_c"] = weakest_disorder_tc(summary)
