@@ -21,8 +21,8 @@ replica (no replica axis)::
 which is read but never carried through the scan. `from_triple` puts a triple in this form;
 `make_sgd_sim` builds the SGD replicas of a run on the SGD kernel: its problem, test set and
 training set (or, online, the keys of its data stream; `dysonbm.data`), each drawn from the
-key of its granularity (`dysonbm.ensemble`), so a replica that shares its inputs with its grid point
-draws the same inputs as its neighbours, by itself. Everything a replica reads is its own
+key of its granularity (`dysonbm.ensemble`), so a replica that shares its inputs with its
+grid point draws the same inputs as its neighbours, by itself. Everything a replica reads is its own
 array: a contraction of a replica-batched with an unbatched operand would be lowered to one
 large product whose summation order depends on the chunk. `segment_fn` turns a simulation
 into ``run_segment(state, hp, data, t0) -> (state, observables[snapshot])``: what `simulate`
@@ -42,9 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import data as data_mod
 from dysonbm import divergence, linalg
-from dysonbm.data import DataLayout, dataset, test_set
+from dysonbm.data import DataLayout, batcher, dataset, test_set
 from dysonbm.summation import tree_sum
 from dysonbm.sgd import Bounds, sgd
 
@@ -200,7 +199,7 @@ def make_sde_sim(process) -> Simulation:
 
 
 # ---------------------------------------------------------------------------------------
-# SGD replicas of a run: data protocols, masking, snapshots, on the SGD kernel
+# SGD replicas of a run: the SGD kernel on a data protocol (`dysonbm.data`), snapshots
 
 
 def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool = True,
@@ -208,7 +207,7 @@ def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool =
     """SGD replicas of ``model`` under ``tx`` (as in `dysonbm.sgd`), with the data protocol of
     ``layout``, frozen beyond ``bounds``; ``spectra`` and ``weights`` say what is recorded."""
     init_kernel, step_kernel = sgd(model, tx, bounds)
-    batch_at = data_mod.batcher(model, layout)
+    batch_at = batcher(model, layout)
 
     def init(keys, hp):
         k_init, k_run, k_shuffle = jax.random.split(keys["replica"], 3)
