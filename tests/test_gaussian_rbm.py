@@ -220,6 +220,26 @@ def test_gibbs_chains_reproduce_model_marginal(equilibrium):
     covariance_check(equilibrium["phi"], np.linalg.solve(k, w.sum(1) * hp["eta"]), np.linalg.inv(k))
 
 
+@pytest.mark.parametrize("sweeps", [1, 2, 3, 4])
+def test_gibbs_draws_the_exact_law_of_k_sweeps(sweeps):
+    """One draw of ``gibbs`` has the law of k sweeps φ → h → φ from a fixed φ₀: the affine
+    Gaussian map φ' = φA + c + N(0, C) iterated k times on (mean, covariance) (float64)."""
+    n, n_visible, n_hidden = 100_000, 4, 3
+    s2, mu2, eta = 1.21, 3.0, 0.3
+    with enable_x64():
+        model = GaussianRBM(n_visible=n_visible, n_hidden=n_hidden, gibbs_steps=sweeps, chains=n)
+        w = 0.6 * np.random.default_rng(sweeps).standard_normal((n_visible, n_hidden))
+        phi0 = np.tile([0.5, -1.0, 0.2, 0.1], (n, 1))
+        hp = {"mu2": mu2, "sigma_h": np.sqrt(s2), "eta": eta}
+        phi = np.asarray(model.gibbs(jnp.asarray(w), jnp.asarray(phi0), jax.random.key(sweeps), hp))
+    a = s2 * w @ w.T / mu2
+    mean, cov = phi0[0], np.zeros((n_visible, n_visible))
+    for _ in range(sweeps):  # one sweep: h = η + σ_h²Wᵀφ + σ_h z_h, φ' = W h/μ² + z_v/μ
+        mean = mean @ a + eta * w.sum(1) / mu2
+        cov = a @ cov @ a + s2 * w @ w.T / mu2**2 + np.eye(n_visible) / mu2
+    covariance_check(phi, mean, cov)
+
+
 def test_sampled_gradient_is_unbiased(equilibrium):
     """grads = mean_chains(φĥᵀ) − mean_batch(φĥᵀ) scatters about exact_grad by its standard error."""
     model, problem, hp, w, n = (equilibrium[k] for k in ("model", "problem", "hp", "w", "n"))
