@@ -448,12 +448,14 @@ class GaussianRBM(Model):
 
     def _nll(self, w, problem, hp):
         """``½ [tr(K K_φ⁻¹) − log det K + bᵀK⁻¹b + N log 2π]``, ``+inf`` if ``K`` is not positive definite."""
-        chol, mean, ok = self._marginal(w, hp)
         kernel = self._kernel(w, hp)
+        chol = linalg.cholesky(kernel)
+        ok = jnp.all(jnp.isfinite(chol))
         b = hp["eta"] * jnp.sum(w, axis=1)
+        half = linalg.solve_lower(chol, b)  # bᵀK⁻¹b = |L⁻¹b|²: one triangular solve, not two
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
         nll = 0.5 * (
-            jnp.sum(kernel * problem["cov"]) - logdet + b @ mean + self.n_visible * math.log(2 * math.pi)
+            jnp.sum(kernel * problem["cov"]) - logdet + half @ half + self.n_visible * math.log(2 * math.pi)
         )
         return jnp.where(ok, nll, jnp.inf)
 
