@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dysonbm import engine
+from dysonbm.data import DataLayout
 from dysonbm.config import TrainConfig, make_optimizer
 from dysonbm.models.transformer import Transformer
 from dysonbm.sgd import sgd
@@ -51,7 +52,7 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def engine_seconds(model, tx, replicas: int, steps: int, repeats: int) -> float:
-    sim = engine.make_sgd_sim(model, tx, engine.DataLayout("online", BATCH, n_test=BATCH))
+    sim = engine.make_sgd_sim(model, tx, DataLayout("online", BATCH, n_test=BATCH))
     root = jax.random.key(0)
     keys = {name: jax.vmap(lambda i, t=tag: jax.random.fold_in(jax.random.fold_in(root, t), i))(jnp.arange(replicas))
             for name, tag in (("replica", 3), ("problem", 0), ("test", 1), ("inputs", 2))}

@@ -361,6 +361,11 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
 # ---------------------------------------------------------------------------------------
 # validation and grid expansion
 
+def model_of(stored: dict):
+    """The model of a stored (manifest) config: what `Results.model` returns."""
+    return build_model(from_dict(stored))
+
+
 def hyper_names(model) -> tuple[str, ...]:
     return HP_BASE + tuple(model.sweepable)
 

@@ -20,9 +20,9 @@ replica (no replica axis)::
 ``hp`` holds the replica's hyperparameters (traced scalars), ``data`` its quenched disorder,
 which is read but never carried through the scan. `from_triple` puts a triple in this form;
 `make_sgd_sim` builds the SGD replicas of a run on the SGD kernel: its problem, test set and
-training set (or, online, the keys of its data stream), each drawn from the key of its
-granularity (`dysonbm.ensemble`), so a replica that shares its inputs with its grid point
-draws the same inputs as its neighbours, by itself. Everything a replica reads is its own
+training set (or, online, the keys of its data stream; `dysonbm.data`), each drawn from the
+key of its granularity (`dysonbm.ensemble`), so a replica that shares its inputs with its
+grid point draws the same inputs as its neighbours, by itself. Everything a replica reads is its own
 array: a contraction of a replica-batched with an unbatched operand would be lowered to one
 large product whose summation order depends on the chunk. `segment_fn` turns a simulation
 into ``run_segment(state, hp, data, t0) -> (state, observables[snapshot])``: what `simulate`
@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import counter_rng, divergence, linalg
+from dysonbm import divergence, linalg
+from dysonbm.data import DataLayout, batcher, dataset, test_set
 from dysonbm.summation import tree_sum
 from dysonbm.sgd import Bounds, sgd
 
@@ -198,48 +199,7 @@ def make_sde_sim(process) -> Simulation:
 
 
 # ---------------------------------------------------------------------------------------
-# SGD replicas of a run: data protocols, masking, snapshots, on the SGD kernel
-
-
-def draw_samples(model, key, problem, count: int):
-    """``count`` samples from one key (inputs and noise from its two halves), drawn as a
-    dataset is, so sample i never depends on ``count``."""
-    input_key, noise_key = jax.random.split(key)
-    return dataset(model, input_key, noise_key, problem, count)
-
-
-def dataset(model, input_key, noise_key, problem, count: int):
-    """Samples 0 … count−1, inputs from ``input_key`` and noise from ``noise_key`` (`Model.draw_inputs`),
-    so a dataset shares its inputs and its noise at their own granularities, and sample j is
-    the same whatever ``count``."""
-    inputs = model.draw_inputs(input_key, count)
-    if not model.has_noise:
-        return jax.vmap(lambda x: model.make_sample(problem, x, ()))(inputs)
-    return jax.vmap(lambda x, a: model.make_sample(problem, x, a))(inputs, model.draw_noises(noise_key, count))
-
-
-def test_set(model, test_key, problem, count: int):
-    """The replica's test set: inputs (and noise) from its test key, labelled by its problem."""
-    return dataset(model, jax.random.fold_in(test_key, 0), jax.random.fold_in(test_key, 1), problem, count)
-
-
-@dataclasses.dataclass(frozen=True)
-class DataLayout:
-    """Static facts about the training data of a run."""
-
-    protocol: str  # online | fixed
-    max_batch: int
-    n_max: int = 0  # dataset length stored per replica (0 for online)
-    batches_per_epoch: int = 0  # shared by all replicas, or 0 when n_data fixes the size
-    n_data: int = 0
-    reshuffle: bool = False
-    n_test: int = 128
-
-    def dataset_size(self, batch_size):
-        """Samples a replica of this batch size trains on (a whole number of batches)."""
-        if self.batches_per_epoch:
-            return self.batches_per_epoch * batch_size
-        return (self.n_data // batch_size) * batch_size
+# SGD replicas of a run: the SGD kernel on a data protocol (`dysonbm.data`), snapshots
 
 
 def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool = True,
@@ -247,12 +207,7 @@ def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool =
     """SGD replicas of ``model`` under ``tx`` (as in `dysonbm.sgd`), with the data protocol of
     ``layout``, frozen beyond ``bounds``; ``spectra`` and ``weights`` say what is recorded."""
     init_kernel, step_kernel = sgd(model, tx, bounds)
-    bmax = layout.max_batch
-
-    def shuffled(key, epoch, n_valid):
-        # argsort of per-index uniforms; invalid (padding) indices sort last
-        u = counter_rng.uniform(jax.random.fold_in(key, epoch), (layout.n_max,))
-        return jnp.argsort(jnp.where(jnp.arange(layout.n_max) < n_valid, u, jnp.inf)).astype(jnp.int32)
+    batch_at = batcher(model, layout)
 
     def init(keys, hp):
         k_init, k_run, k_shuffle = jax.random.split(keys["replica"], 3)
@@ -277,31 +232,6 @@ def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool =
             state["shuffle_key"] = k_shuffle
             state["perm"] = jnp.arange(layout.n_max, dtype=jnp.int32)
         return state, data
-
-    def batch_at(state, t, hp, data):
-        b = hp["batch_size"]
-        i = jnp.arange(bmax)
-        mask = (i < b).astype(jnp.result_type(float))
-        if not model.uses_data:  # e.g. an RBM with the exact data term
-            return (), mask, state
-        if layout.protocol == "online":
-            stream = data["stream"]
-            batch = dataset(model, jax.random.fold_in(stream["inputs"], t), jax.random.fold_in(stream["noise"], t),
-                            data["problem"], bmax)
-            return batch, mask, state
-        n_valid = layout.dataset_size(b)
-        per_epoch = n_valid // b
-        k = t % per_epoch
-        j = jnp.minimum(k * b + i, layout.n_max - 1)
-        if layout.reshuffle:
-            perm = jax.lax.cond(
-                k == 0,
-                lambda: shuffled(state["shuffle_key"], t // per_epoch, n_valid),
-                lambda: state["perm"],
-            )
-            state = {**state, "perm": perm}
-            j = perm[j]
-        return jax.tree_util.tree_map(lambda a: a[j], data["train"]), mask, state
 
     def step(state, t, hp, data):
         batch, mask, state = batch_at(state, t, hp, data)

@@ -5,8 +5,9 @@
     DIR/arrays/<name>.npy
 
 Every array has leading axes ``(point, replica)``; snapshot observables then ``snapshot`` and
-their own axes (``level`` for spectra). ``steps`` gives the step of each snapshot and
-``hp_<name>`` the per-replica hyperparameters. Analysis code reads only this store, so a run
+their own axes (``level`` for spectra). ``steps`` gives the step of each snapshot. The
+hyperparameters are stored once, in the manifest's grid points (exact, as configured), and read
+with `Results.hp`; a replica's are its point's. Analysis code reads only this store, so a run
 merged from many machines is analysed like a laptop run.
 
 A shard (``dbm run --shard i/n``) is a store whose manifest has ``shard = {index, count,
@@ -51,6 +52,21 @@ class Results:
     @property
     def config(self) -> dict:
         return self.manifest["config"]
+
+    def model(self):
+        """The model (or SDE process) this run simulated, rebuilt from the stored config; with
+        `problem` it is everything needed to evaluate a loss, a gradient or a sample again."""
+        from dysonbm import config
+
+        return config.model_of(self.config)
+
+    def hp(self, name: str) -> np.ndarray:
+        """Hyperparameter ``name`` per grid point, ``(point,)``, as configured (float64; int for
+        ``batch_size``). The one place a results directory keeps it: add ``[:, None]`` for a
+        per-replica array."""
+        if name not in self.points[0]:
+            raise KeyError(f"{name!r} is not a hyperparameter of this run ({', '.join(self.points[0])})")
+        return np.asarray([p[name] for p in self.points], np.int64 if name == "batch_size" else np.float64)
 
     @property
     def diverged(self) -> np.ndarray:

@@ -45,8 +45,8 @@ def eigvalsh(x):
 
 @per_matrix
 def svdvals(x):
-    """Singular values (descending)."""
-    return jnp.linalg.svd(x, compute_uv=False)
+    """Singular values (ascending, like `eigvalsh`: the package's one order for spectra)."""
+    return jnp.linalg.svd(x, compute_uv=False)[::-1]
 
 
 @per_matrix

@@ -278,11 +278,11 @@ def _run_hp(hps: dict, name: str, lr, bs):
     """lr and batch size of replica ``weights/p<P>/r<R>`` of a results directory (flags win)."""
     mt = re.fullmatch(r"weights/p(\d+)/r(\d+)", name)
     if mt:
-        idx = (int(mt.group(1)), int(mt.group(2)))
+        point = int(mt.group(1))  # a replica's hyperparameters are its grid point's
         if lr is None and "lr" in hps:
-            lr = float(hps["lr"][idx])
+            lr = float(hps["lr"][point])
         if bs is None and "batch_size" in hps:
-            bs = float(hps["batch_size"][idx])
+            bs = float(hps["batch_size"][point])
     return lr, bs
 
 

@@ -16,8 +16,9 @@ def test_run_show_pipeline(write_config, tmp_path, capsys):
     assert res.manifest["config"]["name"] == "tiny"
     assert {"jax", "numpy", "dysonbm"} <= set(res.manifest["versions"])
     np.testing.assert_array_equal(res.steps, [0, 10, 20])
-    np.testing.assert_array_equal(res["hp_lr"], np.full((1, 4), 0.1, np.float32))
-    np.testing.assert_array_equal(res["hp_batch_size"], np.full((1, 4), 4))
+    # the hyperparameters are stored once, exactly as configured, per grid point
+    assert res.hp("lr").tolist() == [0.1] and res.hp("batch_size").tolist() == [4]
+    assert not [name for name in res.names() if name.startswith("hp_")]
     capsys.readouterr()
     assert cli.main(["show", str(out)]) == 0
     table = capsys.readouterr().out
@@ -105,8 +106,9 @@ def test_sweep_overrides_build_one_product_block(write_config, tmp_path, capsys)
     head = capsys.readouterr().out.splitlines()[0]
     assert "grid lr=[0.05, 0.2] x batch_size=[2]: 2 points x 4 replicas" in head, head
     res = io.load(out)
-    np.testing.assert_array_equal(res["hp_lr"][:, 0], np.float32([0.05, 0.2]))
-    np.testing.assert_array_equal(res["hp_batch_size"], np.full((2, 4), 2))
+    assert res.hp("lr").tolist() == [0.05, 0.2] and res.hp("batch_size").tolist() == [2, 2]
+    with pytest.raises(KeyError, match="'lr_typo' is not a hyperparameter"):
+        res.hp("lr_typo")
     import dysonbm
 
     api = dysonbm.run(config.load(write_config(GOOD)), sweep__lr=[0.5], sweep__batch_size=[16])

@@ -220,6 +220,26 @@ def test_gibbs_chains_reproduce_model_marginal(equilibrium):
     covariance_check(equilibrium["phi"], np.linalg.solve(k, w.sum(1) * hp["eta"]), np.linalg.inv(k))
 
 
+@pytest.mark.parametrize("sweeps", [1, 2, 3, 4])
+def test_gibbs_draws_the_exact_law_of_k_sweeps(sweeps):
+    """One draw of ``gibbs`` has the law of k sweeps φ → h → φ from a fixed φ₀: the affine
+    Gaussian map φ' = φA + c + N(0, C) iterated k times on (mean, covariance) (float64)."""
+    n, n_visible, n_hidden = 100_000, 4, 3
+    s2, mu2, eta = 1.21, 3.0, 0.3
+    with enable_x64():
+        model = GaussianRBM(n_visible=n_visible, n_hidden=n_hidden, gibbs_steps=sweeps, chains=n)
+        w = 0.6 * np.random.default_rng(sweeps).standard_normal((n_visible, n_hidden))
+        phi0 = np.tile([0.5, -1.0, 0.2, 0.1], (n, 1))
+        hp = {"mu2": mu2, "sigma_h": np.sqrt(s2), "eta": eta}
+        phi = np.asarray(model.gibbs(jnp.asarray(w), jnp.asarray(phi0), jax.random.key(sweeps), hp))
+    a = s2 * w @ w.T / mu2
+    mean, cov = phi0[0], np.zeros((n_visible, n_visible))
+    for _ in range(sweeps):  # one sweep: h = η + σ_h²Wᵀφ + σ_h z_h, φ' = W h/μ² + z_v/μ
+        mean = mean @ a + eta * w.sum(1) / mu2
+        cov = a @ cov @ a + s2 * w @ w.T / mu2**2 + np.eye(n_visible) / mu2
+    covariance_check(phi, mean, cov)
+
+
 def test_sampled_gradient_is_unbiased(equilibrium):
     """grads = mean_chains(φĥᵀ) − mean_batch(φĥᵀ) scatters about exact_grad by its standard error."""
     model, problem, hp, w, n = (equilibrium[k] for k in ("model", "problem", "hp", "w", "n"))
@@ -263,8 +283,9 @@ def test_gradient_flow_reaches_fixed_points(n_hidden, sigma_h):
     kappa = lattice_eigenvalues(N, M2)
     expected = fixed_points(kappa, mu2, sigma_h, n_hidden)
     learnt = expected > 0
-    np.testing.assert_allclose(obs["xi2"][learnt], expected[learnt], rtol=1e-3)
-    assert np.all(np.abs(obs["xi2"][~learnt]) < 1e-3)
+    xi2 = np.asarray(obs["xi2"])[::-1]  # stored ascending; fixed_points are descending
+    np.testing.assert_allclose(xi2[learnt], expected[learnt], rtol=1e-3)
+    assert np.all(np.abs(xi2[~learnt]) < 1e-3)
     # K matches K_φ on the learnt modes and is μ² on the rest
     n_learnt = int(learnt.sum())
     k_expected = np.sort(np.concatenate([kappa[:n_learnt], np.full(N - n_learnt, mu2)]))
@@ -313,7 +334,7 @@ def test_sgd_with_gibbs_chains_settles_at_fixed_points():
 
         def snapshot(carry, key):
             carry, _ = jax.lax.scan(update, carry, jax.random.split(key, every))
-            return carry, model.observables(carry[0], None, problem, None, hp)["xi2"]
+            return carry, model.observables(carry[0], None, problem, None, hp)["xi2"][::-1]  # descending
 
         return jax.lax.scan(snapshot, (params, aux), jax.random.split(k_run, steps // every))[1]
 
@@ -379,11 +400,11 @@ def test_target_modes_of_the_lattice():
 def test_overlap_assigns_levels_that_ranking_mixes():
     model = GaussianRBM()
     out = rbm_observables(model, w_on_modes(model, MIXED))
-    np.testing.assert_allclose(out["xi2"], np.sort(MIXED)[::-1], rtol=1e-5)
+    np.testing.assert_allclose(out["xi2"], np.sort(MIXED), rtol=1e-5)
     np.testing.assert_allclose(out["xi2_by_mode"], MIXED, rtol=1e-5)
     np.testing.assert_allclose(out["mode_overlap"], 1.0, atol=1e-5)
     # ranking pairs slots (1, 2) and (3, 4): spacings 4.5 − 4.1 and 4.0 − 3.5 …
-    ranked = np.asarray(out["xi2"])
+    ranked = np.asarray(out["xi2"])[::-1]  # by rank, largest first
     assert ranked[1] - ranked[2] == pytest.approx(0.4, abs=1e-4)
     assert ranked[3] - ranked[4] == pytest.approx(0.5, abs=1e-4)
     # … the modes' pairs are (4.9, 4.0) and (4.1, 3.5)
@@ -447,7 +468,8 @@ def test_scaling_pairs_levels_by_mode():
     np.testing.assert_allclose(spacing(res, spec, 0), 0.9 * scale, rtol=1e-4)
     np.testing.assert_allclose(spacing(res, spec, 1), 0.6 * scale, rtol=1e-4)
     # results without the assignment fall back to ranking, which mixes the modes
-    old = Results(manifest, {k: v for k, v in arrays.items() if k != "xi2_by_mode"}, {})
+    # (such results stored xi2 descending)
+    old = Results(manifest, {"xi2": arrays["xi2"][..., ::-1], "diverged": arrays["diverged"]}, {})
     spec_old = scaling.spectrum(old)
     assert spec_old.name == "xi2" and spec_old.pairs == spec.pairs
     np.testing.assert_allclose(spacing(old, spec_old, 0), 0.4 * scale, rtol=1e-3)

@@ -11,7 +11,8 @@ import optax
 import pytest
 
 import dysonbm as dbm
-from dysonbm import config, engine, ensemble, runner
+from dysonbm import config, ensemble, runner
+from dysonbm.data import dataset
 from dysonbm.models.multilayer import Multilayer
 from dysonbm.models.teacher_student import TeacherStudent
 
@@ -44,7 +45,7 @@ def test_kernel_alone_equals_the_runner_bitwise():
     @jax.vmap
     def draw(problem_key, inputs_key):
         problem = model.problem(problem_key)
-        return problem, engine.dataset(model, inputs_key, inputs_key, problem, per_epoch * batch)
+        return problem, dataset(model, inputs_key, inputs_key, problem, per_epoch * batch)
 
     problem, data = draw(key_of(ensemble.TAGS["problem"]), key_of(ensemble.TAGS["inputs"]))
     k_init, k_run, _ = jax.vmap(lambda k: tuple(jax.random.split(k, 3)))(key_of(ensemble.REPLICA))

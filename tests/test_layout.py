@@ -95,10 +95,15 @@ def test_layers_do_not_reach_upwards():
     # the engine knows no TOML and no names of models; models and SDEs know no runner, engine or files
     for low, high in [("dysonbm.engine", "dysonbm.config"), ("dysonbm.engine", "dysonbm.registry"),
                       ("dysonbm.sgd", "dysonbm.engine"), ("dysonbm.models", "dysonbm.engine"),
+                      ("dysonbm.data", "dysonbm.engine"), ("dysonbm.data", "dysonbm.config"),
                       ("dysonbm.models", "dysonbm.io"), ("dysonbm.sde", "dysonbm.engine"),
                       ("dysonbm.models", "dysonbm.config"), ("dysonbm.sde", "dysonbm.config"),
                       ("dysonbm.io", "dysonbm.runner"), ("dysonbm.plots", "dysonbm.runner"),
                       ("dysonbm.analysis.rmt", "dysonbm.engine")]:
         assert not _reaches(graph, low, high), f"{low} imports {high}"
+    # analysis reads the results store (and the model it rebuilds), never the runner or engine
+    for low in [n for n in graph if n.startswith("dysonbm.analysis")]:
+        for high in ("dysonbm.engine", "dysonbm.runner"):
+            assert not _reaches(graph, low, high), f"{low} imports {high}"
     # config meets the models only through the registry
     assert not any(d.startswith("dysonbm.models") or d.startswith("dysonbm.sde") for d in graph["dysonbm.config"])

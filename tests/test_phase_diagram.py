@@ -66,9 +66,9 @@ def test_multilayer_observables_match_direct_formulas():
     h = np.asarray(test["y"])[:, None] * np.asarray(problem["Z"])[None]
     hs = np.sum(h * np.asarray(s)) / np.linalg.norm(h) / np.linalg.norm(np.asarray(s))
     np.testing.assert_allclose(out["hs"], hs, rtol=1e-5)
-    x = np.linalg.eigvalsh(np.asarray(w @ w.T, dtype=np.float64))[::-1]
+    x = np.linalg.eigvalsh(np.asarray(w @ w.T, dtype=np.float64))  # ascending, as stored
     np.testing.assert_allclose(out["gram"], x, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out["mean_spacing"], (x[0] - x[-1]) / 15, rtol=1e-4)
+    np.testing.assert_allclose(out["mean_spacing"], (x[-1] - x[0]) / 15, rtol=1e-4)
     # q of the initial state is the mean squared feature; the mean over samples of the
     # per-sample gradients is minus the autodiff gradient of the mean loss
     np.testing.assert_allclose(model.observables(w0, w0, problem, test, {})["q"], np.mean(np.asarray(s0) ** 2), rtol=1e-5)
@@ -78,7 +78,9 @@ def test_multilayer_observables_match_direct_formulas():
     k_t, v_t, extra = mlp.drift_coulomb_from_features(w, problem["Z"], test["phi0"], test["y"])
     np.testing.assert_allclose(out["K_t"], k_t, rtol=1e-6)
     np.testing.assert_allclose(out["V_t"], v_t, rtol=1e-6)
-    np.testing.assert_allclose(out["level_drift"], np.diagonal(extra["drift"]), rtol=1e-6)
+    # per-level arrays follow gram's ascending order; `extra` is in the published descending basis
+    np.testing.assert_allclose(out["level_drift"], np.diagonal(extra["drift"])[::-1], rtol=1e-6)
+    np.testing.assert_allclose(out["pair_noise"], extra["noise"][::-1, ::-1], rtol=1e-5, atol=1e-8)
     assert out["pair_noise"].shape == (16, 16)
 
 
@@ -86,9 +88,9 @@ def test_axes_of_recorded_observables(tiny):
     assert tiny.axes["gram"] == ("point", "replica", "snapshot", "level")
     assert tiny.axes["pair_noise"] == ("point", "replica", "snapshot", "level", "level2")
     assert tiny["K_t"].shape == (5, 4, 5)
-    # gram eigenvalues descending and equal to the squared singular values
+    # gram eigenvalues ascending and equal to the squared singular values (ascending too)
     g = tiny["gram"][:4]
-    assert np.all(np.diff(g, axis=-1) <= 1e-6 * g[..., :1])
+    assert np.all(np.diff(g, axis=-1) >= -1e-6 * g[..., -1:])
     np.testing.assert_allclose(g, tiny["svals"][:4] ** 2, rtol=2e-3, atol=1e-5)
 
 
@@ -97,8 +99,8 @@ def test_teacher_gram_is_each_replicas_stored_teacher(tiny):
     and keyed as documented (problem key of replica g: fold_in(fold_in(key(seed), 0), g))."""
     t = phases.teacher_gram(tiny)
     assert tiny.ensemble["problem"] == "replica"
-    assert t.shape == (5, 4, 16) and np.all(np.diff(t, axis=-1) <= 0)
-    assert len({round(float(v), 6) for v in t[..., 0].ravel()}) == 20  # 20 replicas, 20 teachers
+    assert t.shape == (5, 4, 16) and np.all(np.diff(t, axis=-1) >= 0)
+    assert len({round(float(v), 6) for v in t[..., -1].ravel()}) == 20  # 20 replicas, 20 teachers
     model = Multilayer()
     g = 2 * 4 + 3  # point 2, replica 3
     problem = model.problem(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), g))
@@ -106,7 +108,7 @@ def test_teacher_gram_is_each_replicas_stored_teacher(tiny):
     for name in ("M", "Z", "teacher"):  # same draws (the jitted scaling may round differently)
         np.testing.assert_allclose(stored[name], np.asarray(problem[name]), rtol=1e-6, err_msg=name)
     w = stored["teacher"].astype(float)
-    np.testing.assert_allclose(t[2, 3], np.linalg.eigvalsh(w @ w.T)[::-1], rtol=1e-6)
+    np.testing.assert_allclose(t[2, 3], np.linalg.eigvalsh(w @ w.T), rtol=1e-6)
     # the labels are the stored teacher's: loss 0 at its own weights, not at a neighbour's
     x = jax.random.normal(jax.random.key(9), (64, 3))
     batch = jax.vmap(lambda xi: model.make_sample(stored, xi, ()))(x)
@@ -140,8 +142,10 @@ def test_langevin_check_wiring_on_a_small_run(tiny, tmp_path):
     assert len(set(points.values())) == len(points)
     over = phase_diagram.langevin_overrides(config.from_dict(config.tomllib.loads(TINY)), s, points)
     assert [b["lr"][0] for b in over["sweep"]] == [s["lr"][p] for p in points.values()]
-    dense = dysonbm.Results(tiny.manifest, {k: v[list(points.values())] if v.ndim and v.shape[0] == len(tiny.points) else v
-                                            for k, v in tiny.arrays.items()}, tiny.axes)
+    chosen = list(points.values())
+    dense = dysonbm.Results({**tiny.manifest, "points": [tiny.points[p] for p in chosen]},
+                            {k: v[chosen] if v.ndim and v.shape[0] == len(tiny.points) else v
+                             for k, v in tiny.arrays.items()}, tiny.axes)
     rows = phase_diagram.langevin_check(tiny, s, dense, points)
     assert len(rows) == 2 * len(points)
     for r in rows:

@@ -51,7 +51,7 @@ def _run(tmp_path, n_hidden):
 
 def _stationary(res):
     assert not res.diverged.any()
-    xi2 = res["xi2"][0][:, len(res.steps) // 2:]  # (R, T, N_h), descending
+    xi2 = res["xi2"][0][:, len(res.steps) // 2:, ::-1]  # (R, T, N_h), descending like fixed_points
     return xi2.reshape(-1, xi2.shape[-1])
 
 

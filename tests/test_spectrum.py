@@ -268,11 +268,9 @@ def write_results(path, w, steps, lr=0.1, batch_size=4):
     p_, r_ = w.shape[:2]
     manifest = {"format": 1, "config": {"name": "t", "model": {"name": "multilayer"}, "replicas": r_,
                                         "steps": int(steps[-1])},
-                "points": [{"lr": lr}] * p_, "steps": list(steps)}
-    arrays = {"diverged": np.zeros((p_, r_), bool), "weights": w,
-              "hp_lr": np.full((p_, r_), lr), "hp_batch_size": np.full((p_, r_), float(batch_size))}
-    axes = {"diverged": ("point", "replica"), "weights": ("point", "replica", "snapshot", "row", "col"),
-            "hp_lr": ("point", "replica"), "hp_batch_size": ("point", "replica")}
+                "points": [{"lr": lr, "batch_size": batch_size}] * p_, "steps": list(steps)}
+    arrays = {"diverged": np.zeros((p_, r_), bool), "weights": w}
+    axes = {"diverged": ("point", "replica"), "weights": ("point", "replica", "snapshot", "row", "col")}
     io.save(io.Results(manifest, arrays, axes), path)
 
 

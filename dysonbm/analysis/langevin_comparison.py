@@ -67,8 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import config as config_mod
-from dysonbm import engine, linalg, registry, sde
+from dysonbm import data, linalg, sde
 from dysonbm.analysis import scaling
 
 __all__ = [
@@ -121,7 +120,7 @@ def per_sample_gradients(model, problem, params, hp: dict, key, n_samples: int) 
 
 @functools.partial(jax.jit, static_argnames=("model", "n_samples"))
 def _per_sample(model, problem, params, hp, key, n_samples):
-    samples = engine.draw_samples(model, key, problem, n_samples)
+    samples = data.draw_samples(model, key, problem, n_samples)
     one = jnp.ones(1, params.dtype)
 
     def grad(sample):
@@ -197,22 +196,21 @@ def drift_rate(model) -> float:
 
 # ----------------------------------------------------------------------------- results
 def _model_and_problem(results, point: int = 0):
-    """The config, the model and the problem the replicas of ``point`` trained on (stored with
+    """The model and the problem the replicas of ``point`` trained on (stored with
     the results). The noise is measured with one problem per point: a teacher per replica is
     refused."""
-    cfg = config_mod.from_dict(results.config)
-    model = registry.build_model(cfg)
+    model = results.model()
     _check_model(model)
     if results.ensemble.get("problem") == "replica":
         raise ValueError("the SGD → Langevin comparison needs one teacher per grid point: "
                          "run with [ensemble] problem = \"point\" or \"run\"")
     problem = {k: jnp.asarray(v) for k, v in results.problem(point).items()}
-    return cfg, model, problem
+    return model, problem
 
 
 def teacher_matrix(results, point: int = 0) -> np.ndarray:
     """The teacher W_t of a teacher–student results directory at ``point`` (as stored)."""
-    _, _, problem = _model_and_problem(results, point)
+    _, problem = _model_and_problem(results, point)
     return np.asarray(problem["teacher"], float)
 
 
@@ -236,7 +234,7 @@ def point_noise(results, point: int, *, start: int | None = None, key=None, repl
                 snapshots: int = 4, n_samples: int = 2048) -> tuple[float, NoiseEstimate, float, float]:
     """``(T, noise, D, D_err)`` of one grid point: the measured noise at its stationary weights
     and ``D = lr·v/|B|`` (`dysonbm.sde.diffusion_from_noise`)."""
-    _, model, problem = _model_and_problem(results, point)
+    model, problem = _model_and_problem(results, point)
     start = scaling.stationary_start(results) if start is None else start
     hp = dict(results.points[point])
     w = _stationary_weights(results, point, start, replicas, snapshots)
@@ -478,7 +476,7 @@ def compare_point(results, point: int, *, start: int | None = None, seed: int = 
                   noise_snapshots: int = 4, noise_samples: int = 2048, replicas: int = 2000, snapshots: int = 40,
                   interval: float = 1.0, burn_in: float = 5.0, method: str = "auto") -> PointComparison:
     """Measure D at one grid point, integrate its Langevin equation, compare (module docstring)."""
-    cfg, model, problem = _model_and_problem(results, point)
+    model, problem = _model_and_problem(results, point)
     if "eigs" not in results:
         raise ValueError("results have no `eigs` spectrum: run with [record] spectra = true")
     if not 0 <= point < len(results.points):
@@ -507,7 +505,7 @@ def compare_point(results, point: int, *, start: int | None = None, seed: int = 
     return PointComparison(
         point=point, hp=hp, temperature=T, gamma=gamma, noise=noise, D=D, D_err=D_err,
         D_formula=sde.diffusion_from_noise(hp["lr"], hp["batch_size"], noise_amp**2), method=chosen,
-        protocol=cfg.data.protocol, n=teacher.shape[0], sgd=a, langevin=b, ks_levels=ks_l, ks_spacings=ks_s,
+        protocol=results.config["data"]["protocol"], n=teacher.shape[0], sgd=a, langevin=b, ks_levels=ks_l, ks_spacings=ks_s,
         sgd_dev=da, langevin_dev=db,
     )
 

@@ -81,8 +81,8 @@ def interval_inputs(results, point: int, *, first: int = 0, clip_stiffness: bool
     every = np.diff(steps)
     if every.size == 0 or np.any(every != every[0]):
         raise ValueError("the cross-check needs at least two equally spaced snapshots")
-    lr = float(results["hp_lr"][point, 0])
-    bs = float(results["hp_batch_size"][point, 0])
+    lr = float(results.hp("lr")[point])
+    bs = float(results.hp("batch_size")[point])
     h = slice(None, -1)
     coef = LevelCoefficients(drift[:, h] + gamma[:, h] * x[:, h], pair[:, h], ito[:, h], gamma[:, h])
     finite = ~np.asarray(results.diverged[point], dtype=bool) & np.all(np.isfinite(x), axis=(1, 2))
@@ -202,7 +202,7 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
     inp = interval_inputs(results, point, first=first)
     ok = inp["finite"]
     out = {"point": int(point), "lr": inp["lr"], "batch_size": inp["batch_size"], "T": inp["T"],
-           "init_std": float(results["hp_init_std"][point, 0]), "steps": (int(inp["steps"][0]), int(inp["steps"][-1])),
+           "init_std": float(results.hp("init_std")[point]), "steps": (int(inp["steps"][0]), int(inp["steps"][-1])),
            "dtau": inp["dtau"], "intervals": int(inp["steps"].size - 1), "replicas": int(ok.sum())}
     if not ok.any():
         nan = {k: np.nan for k in ("u", "d", "top")}

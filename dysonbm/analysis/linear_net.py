@@ -27,10 +27,11 @@ SPECIES_LABEL = {"gram1": "W₁W₁ᵀ", "gram2": "W₂ᵀW₂", "product_sv2": 
 
 
 def model_of(results) -> LinearNet:
-    """The run's model with its config settings (lists as tuples)."""
-    cfg = {k: v for k, v in results.config["model"].items() if k != "name"}
-    freeze = lambda v: tuple(freeze(x) for x in v) if isinstance(v, list) else v  # noqa: E731
-    return LinearNet(**{k: freeze(v) for k, v in cfg.items()})
+    """The run's `LinearNet` (`Results.model`); another model's results are refused."""
+    model = results.model()
+    if not isinstance(model, LinearNet):
+        raise ValueError(f"model.name = {results.config['model']['name']!r}: this analysis is for linear_net")
+    return model
 
 
 def teacher_singular_values(results) -> np.ndarray:
@@ -157,7 +158,6 @@ def semicircle_check(results, point: int, species: str, start: int | None = None
     lv = np.asarray(results[species][point][ok][:, start:], float)  # (R, T, N)
     tau2 = layer_tau2(hp["lr"], hp["batch_size"], hp.get("noise", model.noise), s0, n)
     c = 2.0 * s0 if species == "product_sv2" else 1.0
-    v = 2.0 * tau2
     centre_pred = predicted_centre(hp["lr"], hp["batch_size"], hp.get("noise", model.noise), s0, n, species)
     centre = float(lv.mean())
     y = lv - centre
@@ -258,8 +258,7 @@ def level_sde_check(results, point: int, species: str = "gram1", start: int | No
     proc = sde.DysonBM(n=n, potential="quadratic", start="zero")
     obs = sde.simulate(proc, {"D": D, "gamma": gamma, "beta": 1.0, "dt": dt}, jax.random.key(seed), replicas,
                          steps_relax + every_sde * n_samples, save_every=every_sde)
-    sde = np.asarray(obs["levels"])[:, -n_samples:]  # (R, S, N)
-    y_sgd, y_sde = lv - centre, sde
+    y_sgd, y_sde = lv - centre, np.asarray(obs["levels"])[:, -n_samples:]  # (R, S, N)
     mom = lambda y: (float(np.mean(y * y)), float(np.mean(y * y, axis=(1, 2)).std(ddof=1) / math.sqrt(y.shape[0])))  # noqa: E731
     mr = lambda y: rmt.mean_ratio(y.reshape(-1, n))  # noqa: E731
     bulk = slice(n // 4, n - n // 4)

@@ -46,8 +46,8 @@ TC_BOOTSTRAP = 1000
 _LABEL_DTYPE = "<U12"
 
 
-def _descending(levels) -> np.ndarray:
-    return -np.sort(-np.asarray(levels, dtype=float), axis=-1)
+def _ascending(levels) -> np.ndarray:
+    return np.sort(np.asarray(levels, dtype=float), axis=-1)
 
 
 def _mean_spacing(levels: np.ndarray) -> np.ndarray:
@@ -87,7 +87,7 @@ def classify_observables(
     1. divergent    ``finite`` is False, or the final loss, spectrum or q is not finite.
     2. ordered      converged: test_loss ≤ converged_ratio·loss0, and the spectrum matches
                     the teacher: max_k |x_k − x*_k| ≤ teacher_rtol·max_k x*_k over the
-                    ``teacher_levels`` largest levels (all when None), both sorted descending.
+                    ``teacher_levels`` largest levels (all when None), both sorted.
                     With ``teacher_approach`` set, the spectral test is instead that this
                     distance has shrunk: err(t) ≤ teacher_approach·err(0) (for runs too short
                     to reach the teacher).
@@ -103,8 +103,8 @@ def classify_observables(
     test_loss = np.asarray(test_loss, dtype=float)
     loss0 = np.asarray(loss0, dtype=float)
     q = np.asarray(q, dtype=float)
-    x_t = _descending(spectrum_t)
-    x_0 = _descending(spectrum_0)
+    x_t = _ascending(spectrum_t)
+    x_0 = _ascending(spectrum_0)
     shape = np.broadcast_shapes(test_loss.shape, loss0.shape, q.shape, x_t.shape[:-1], x_0.shape[:-1])
 
     ok = np.isfinite(test_loss) & np.isfinite(q) & np.all(np.isfinite(x_t), axis=-1)
@@ -117,13 +117,13 @@ def classify_observables(
         if teacher_spectrum is None:
             matches = np.ones(shape, dtype=bool)
         else:
-            x_star = _descending(teacher_spectrum)
-            n = x_star.shape[-1] if teacher_levels is None else teacher_levels
-            err = np.max(np.abs(x_t[..., :n] - x_star[..., :n]), axis=-1)
+            x_star = _ascending(teacher_spectrum)
+            top = slice(-(x_star.shape[-1] if teacher_levels is None else teacher_levels), None)
+            err = np.max(np.abs(x_t[..., top] - x_star[..., top]), axis=-1)
             if teacher_approach is None:
                 matches = err <= teacher_rtol * np.max(x_star, axis=-1)
             else:
-                err0 = np.max(np.abs(x_0[..., :n] - x_star[..., :n]), axis=-1)
+                err0 = np.max(np.abs(x_0[..., top] - x_star[..., top]), axis=-1)
                 matches = err <= teacher_approach * err0
         ordered = converged & matches
 
@@ -349,22 +349,23 @@ def weakest_disorder_tc(summary, level: float = DRIFT_LEVELS[0], n_boot: int = T
 # Assembly from a results store of the multilayer model
 # ---------------------------------------------------------------------------------------
 def coulomb_term(noise) -> np.ndarray:
-    """V_t of noise matrices ``(..., K, K)`` in the descending eigenbasis, in float64 (the formula
-    of `dysonbm.observables.drift_coulomb_from_moments`; 1-based Ṽ_{K,K−k} is ``[K−1, K−1−k]``)."""
-    v = np.asarray(noise, dtype=float)
+    """V_t of noise matrices ``(..., K, K)`` as stored (the ascending eigenbasis), in float64:
+    the formula of `dysonbm.observables.drift_coulomb_from_moments`, written in the published
+    descending basis (1-based Ṽ_{K,K−k} is ``[K−1, K−1−k]`` there)."""
+    v = np.asarray(noise, dtype=float)[..., ::-1, ::-1]
     K = v.shape[-1]
     k = np.arange(1, K - 1)
     return 2.0 * v[..., 0, K - 1] / (K - 1) + np.sum((v[..., 0, k] + v[..., K - 1, K - 1 - k]) / k, axis=-1)
 
 
 def teacher_gram(results) -> np.ndarray:
-    """Eigenvalues of X* = W* W*ᵀ of each replica's teacher, descending: ``(P, R, K)``.
+    """Eigenvalues of X* = W* W*ᵀ of each replica's teacher, ascending: ``(P, R, K)``.
 
     Read from the stored problem (``problem_teacher``), whatever its granularity: a teacher
     per replica (the published protocol), per grid point or one for the run.
     """
     w = np.asarray(results["problem_teacher"], dtype=float)
-    gram = _descending(np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2)))
+    gram = np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2))
     if results.axes["problem_teacher"][:2] == ("point",):
         gram = gram[:, None]
     n_points, replicas = results.diverged.shape
@@ -453,13 +454,11 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     ``steps_per_epoch`` (P,)); ``T_c`` the crossing of the drift
     fraction at 0.68 along the smallest σ_W with its bootstrap error (`weakest_disorder_tc`).
     """
-    lr = results["hp_lr"][:, 0].astype(float)
-    bs = results["hp_batch_size"][:, 0].astype(float)
-    sw = results["hp_init_std"][:, 0].astype(float)
-    T_r = temperature(results["hp_lr"], results["hp_batch_size"])
+    lr, bs, sw = results.hp("lr"), results.hp("batch_size").astype(float), results.hp("init_std")
+    T_r = temperature(lr, bs)[:, None]
     gram = np.asarray(results["gram"], dtype=float)
     K = gram.shape[-1]
-    L = int(results.config["model"].get("hidden", 32))
+    L = results.model().hidden
     if teacher_spectrum is None:
         teacher_spectrum = teacher_gram(results)
     finite = ~np.asarray(results.diverged, dtype=bool)
@@ -473,7 +472,7 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
     elif "V_t_paper" in results:
         coulomb["V_t_paper"] = results["V_t_paper"]
     variants = {
-        name: drift_passes(results["K_t"], coulomb[v], T_r, results["hp_init_std"], K, L, rule=rule)
+        name: drift_passes(results["K_t"], coulomb[v], T_r, sw[:, None], K, L, rule=rule)
         for name, (rule, v, _) in DRIFT_VARIANTS.items() if v in coulomb
     }
     rule = next(iter(variants))  # the published variant when V_t_paper was recorded
@@ -494,10 +493,8 @@ def assemble(results, teacher_spectrum=None, **thresholds) -> dict:
         "labels": labels, "majority": grid["majority"], "fractions": grid["fractions"],
         "passes": passes, "finite": finite, "teacher": np.asarray(teacher_spectrum, dtype=float),
     }
-    from dysonbm.config import DataConfig
-
-    data = results.config.get("data", {})
-    summary["n_test"] = int(data.get("n_test", DataConfig.n_test))
+    data = results.config["data"]
+    summary["n_test"] = int(data["n_test"])
     summary["steps_per_epoch"] = steps_per_epoch(data, bs)
     summary["paper"] = paper_units(summary, summary["n_test"], summary["steps_per_epoch"])
     summary["T_c"] = weakest_disorder_tc(summary)

@@ -418,17 +418,13 @@ def _groups(kappa: np.ndarray, mode: np.ndarray, n: int, mu2: float) -> list[tup
 
 
 def _sgd_setup(results, point: int):
-    from dysonbm import config as config_mod
-    from dysonbm import registry
-
-    cfg = config_mod.from_dict(results.config)
-    model = registry.build_model(cfg)
+    model = results.model()
     if not isinstance(model, GaussianRBM):
-        raise ValueError(f"model.name = {cfg.model!r}: this comparison is for gaussian_rbm")
+        raise ValueError(f"model.name = {results.config['model']['name']!r}: this comparison is for gaussian_rbm")
     if "weights" not in results:
         raise ValueError("results have no `weights`: run with [record] weights = true")
     problem = {k: jnp.asarray(v) for k, v in results.problem(point).items()}
-    return cfg, model, problem
+    return model, problem
 
 
 def compare_point(results, point: int, *, key=None, start: int | None = None, noise_weights: int = 64,
@@ -441,7 +437,7 @@ def compare_point(results, point: int, *, key=None, start: int | None = None, no
     """
     from dysonbm.analysis import levels
 
-    cfg, model, problem = _sgd_setup(results, point)
+    model, problem = _sgd_setup(results, point)
     hp = dict(results.points[point])
     lr, bs = float(hp["lr"]), int(hp["batch_size"])
     T = lr / bs

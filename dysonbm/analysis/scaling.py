@@ -197,7 +197,7 @@ def spectrum(results, observable: str | None = None) -> Spectrum:
         else:
             kappa = np.sort(np.linalg.eigvalsh(np.asarray(get("kernel"), float)))
         # slot j of `xi2_by_mode` is the level assigned to the j-th softest target eigenvector
-        # by eigenvector overlap; the descending `xi2` (older results) pairs levels by rank,
+        # by eigenvector overlap; `xi2` (results written without it) pairs levels by rank,
         # which mixes modes once a level strays past a neighbouring mode's
         name = "xi2_by_mode" if "xi2_by_mode" in results else "xi2"
         levels = results[name]

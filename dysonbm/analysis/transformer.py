@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dysonbm import config, registry
 from dysonbm.analysis import rmt, spectrum
 
 MARGIN_BITS = 1.0  # "well below" the unigram entropy: by at least one bit per character
@@ -57,7 +56,7 @@ class InitLaw(NamedTuple):
 
 def model_of(results):
     """The `Transformer` a results store was run with (its corpus is rebuilt from the config)."""
-    return registry.build_model(config.from_dict(results.config))
+    return results.model()
 
 
 def levels(results, kind: str, point: int, snapshot: int) -> np.ndarray:

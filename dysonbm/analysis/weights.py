@@ -293,16 +293,15 @@ def _load_results(p: Path) -> dict[str, np.ndarray]:
 
 
 def results_steps(path) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """For a dbm results directory: the step of each snapshot and the per-replica
-    hyperparameters ``hp_<name>`` ``(point, replica)``; None for anything else."""
+    """For a dbm results directory: the step of each snapshot and the hyperparameters per grid
+    point ``{name: (point,)}``; None for anything else."""
     p = Path(path)
     if not (p.is_dir() and (p / "manifest.json").is_file()):
         return None
     from dysonbm import io
 
     res = io.load(p)
-    hps = {k[3:]: np.asarray(v) for k, v in res.arrays.items() if k.startswith("hp_")}
-    return res.steps, hps
+    return res.steps, {name: res.hp(name) for name in res.points[0]}
 
 
 _READERS = {".npz": _load_numpy, ".npy": _load_numpy, ".safetensors": _load_safetensors,

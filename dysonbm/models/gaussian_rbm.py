@@ -339,7 +339,7 @@ class GaussianRBM(Model):
 
     def observables(self, params, params0, problem, test, hp):
         """``k_eigs``: eigenvalues of ``K``, ascending (``N_v``); ``xi2``: ``σ_h² ξ²``, the
-        eigenvalues of ``σ_h² WᵀW``, descending (``N_h``), whose fixed points are
+        eigenvalues of ``σ_h² WᵀW``, ascending (``N_h``), whose fixed points are
         :func:`fixed_points`.
 
         ``xi2_by_mode``: the same levels in target-mode order (``N_h``, axis "mode"): slot ``j``
@@ -355,18 +355,19 @@ class GaussianRBM(Model):
         hp = self.live(params, hp)
         w = params["W"]
         s2 = _sigma2(hp)
-        xi2 = s2 * linalg.eigvalsh(w.T @ w)[::-1]
+        xi2 = s2 * linalg.eigvalsh(w.T @ w)
         x, u = linalg.eigh(w @ w.T)
         n = min(self.n_visible, self.n_hidden)
         _, Q, mode = target_modes(self.target_kernel())
         slot, overlap = assign_modes(u[:, ::-1][:, :n], Q, mode)
-        # levels and vectors from one decomposition, so a level travels with its own vector
-        by_mode = xi2.at[slot].set(s2 * x[::-1][:n])
+        # levels and vectors from one decomposition, so a level travels with its own vector;
+        # slots past N_v keep the zero levels (the smallest, first in ascending order)
+        by_mode = xi2[::-1].at[slot].set(s2 * x[::-1][:n])
         return {
             "k_eigs": linalg.eigvalsh(self._kernel(w, hp)),
             "xi2": xi2,
             "xi2_by_mode": by_mode,
-            "mode_overlap": jnp.zeros_like(xi2).at[slot].set(overlap),
+            "mode_overlap": jnp.zeros_like(by_mode).at[slot].set(overlap),
             **{name: params[name] for name in self.learn},
         }
 
@@ -381,19 +382,35 @@ class GaussianRBM(Model):
     # -- building blocks (public for tests and deterministic flows) ----------------------
 
     def gibbs(self, w, phi, key, hp):
-        """``gibbs_steps`` sweeps ``φ → h ~ p(h|φ) → φ ~ p(φ|h)`` of every chain in ``phi``."""
+        """``gibbs_steps`` sweeps ``φ → h ~ p(h|φ) → φ ~ p(φ|h)`` of every chain in ``phi``,
+        drawn in one step from their exact joint transition.
+
+        A sweep is linear and Gaussian in the row vector φ: ``φ' = φA + c + ε``, with
+        ``A = σ_h² WWᵀ/μ²``, ``c = η 1ᵀWᵀ/μ²`` and ``ε ~ N(0, C)``, ``C = (A + I)/μ²`` (from
+        ``σ_h z_h Wᵀ/μ² + z_v/μ``). So ``k`` sweeps are ``φ_k = φ_0 Aᵏ + c Σ_{j<k} Aʲ + ε_k``,
+        ``ε_k ~ N(0, Σ_k)``, ``Σ_k = C Σ_{j<k} A²ʲ`` (A and C commute): the same law of φ_k
+        given φ_0 as k sweeps, for N_v normals per chain instead of k (N_h + N_v). Only φ_k
+        enters the update (the hidden units are Rao–Blackwellised), so the training is the
+        same Markov chain in law.
+        """
         s2 = _sigma2(hp)
-        sigma_h = jnp.sqrt(s2)
         mu2 = hp["mu2"]
-
-        def sweep(phi, z):
-            h = hp["eta"] + s2 * phi @ w + sigma_h * z[:, : self.n_hidden]
-            return h @ w.T / mu2 + z[:, self.n_hidden :] / jnp.sqrt(mu2), None
-
-        # the normals of every sweep and both half-steps in one counter-based block
-        noise = counter_rng.normal(key, (self.gibbs_steps, phi.shape[0], self.n_hidden + self.n_visible), phi.dtype)
-        phi, _ = jax.lax.scan(sweep, phi, noise)
-        return phi
+        eye = jnp.eye(self.n_visible, dtype=phi.dtype)
+        a = s2 * (w @ w.T) / mu2
+        c = hp["eta"] * jnp.sum(w, axis=1) / mu2
+        k = self.gibbs_steps
+        a2 = a @ a
+        square, even, shift, half = eye, eye, c, eye  # (A²)ʲ, Σ_{i≤j} A²ⁱ, c Σ_{i≤j} Aⁱ at j = 0
+        for j in range(1, k):
+            square = square @ a2
+            even = even + square
+            shift = shift @ a + c
+            if j == k // 2:
+                half = square
+        power = half @ a if k % 2 else half  # Aᵏ = (A²)^⌊k/2⌋ (· A)
+        chol = linalg.cholesky((a + eye) @ even / mu2)
+        z = counter_rng.normal(key, (phi.shape[0], self.n_visible), phi.dtype)
+        return phi @ power + shift + z @ chol.T
 
     def exact_grad(self, params, problem, hp):
         """The gradient with both terms exact, ``−∂⟨log p⟩_target/∂W`` (= ``∂NLL/∂W``)::
@@ -431,12 +448,14 @@ class GaussianRBM(Model):
 
     def _nll(self, w, problem, hp):
         """``½ [tr(K K_φ⁻¹) − log det K + bᵀK⁻¹b + N log 2π]``, ``+inf`` if ``K`` is not positive definite."""
-        chol, mean, ok = self._marginal(w, hp)
         kernel = self._kernel(w, hp)
+        chol = linalg.cholesky(kernel)
+        ok = jnp.all(jnp.isfinite(chol))
         b = hp["eta"] * jnp.sum(w, axis=1)
+        half = linalg.solve_lower(chol, b)  # bᵀK⁻¹b = |L⁻¹b|²: one triangular solve, not two
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
         nll = 0.5 * (
-            jnp.sum(kernel * problem["cov"]) - logdet + b @ mean + self.n_visible * math.log(2 * math.pi)
+            jnp.sum(kernel * problem["cov"]) - logdet + half @ half + self.n_visible * math.log(2 * math.pi)
         )
         return jnp.where(ok, nll, jnp.inf)
 

@@ -353,7 +353,7 @@ class LinearNet(Model):
         return {
             "gram1": linalg.eigvalsh(w1 @ w1.T),  # W₁W₁ᵀ
             "gram2": linalg.eigvalsh(w2.T @ w2),  # W₂ᵀW₂
-            "product_sv2": jnp.sort(linalg.svdvals(m) ** 2),  # squared singular values of W₂W₁
+            "product_sv2": linalg.svdvals(m) ** 2,  # squared singular values of W₂W₁
             "balance": linalg.eigvalsh(0.5 * (balance + balance.T)),
             "balance_drift": jnp.sqrt(tree_sum((drift * drift).ravel())),  # |D − D₀|_F
             "balance_drift_01": drift[0, min(1, self.n_hidden - 1)],  # one entry of D − D₀

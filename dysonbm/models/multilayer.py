@@ -141,7 +141,7 @@ class Multilayer(Model):
 
             q            (1/(nK)) Σ_nk s⁰_nk s_nk           overlap with the initial features
             hs           Σ_nk ĥ_nk ŝ_nk,  h_nk = y_n Z_k      alignment with the field
-            gram         eigenvalues x_i of X = W Wᵀ, descending (axis "level")
+            gram         eigenvalues x_i of X = W Wᵀ, ascending (axis "level")
             mean_spacing ū = (x_1 − x_K)/(K − 1)
             K_t, V_t     drift and Coulomb terms of the extreme levels, V_t from Ṽ (the SDE's)
             V_t_paper    V_t from Ṽ_paper (the published criterion's)
@@ -149,6 +149,9 @@ class Multilayer(Model):
             pair_noise_paper  Ṽ_paper = Uᵀ Var_n(dX_n) U      the published noise matrix
             level_ito    C̃_ii,  level_stiffness γ_i           its Itô term and drift slope
                                                  (``level_sde`` only; `dysonbm.observables.level_terms`)
+
+        Per-level arrays are stored in the ascending order of ``gram`` (the package's one order
+        for spectra); `dysonbm.observables` computes in the published descending basis.
 
         with K̃, Ṽ the mean and variance over test samples of Uᵀ dX_n U (dX_n = W g_nᵀ + g_n Wᵀ,
         g_n = −∂ℓ_n/∂W) in the eigenbasis U of X, and Ṽ_paper the elementwise variance of dX_n
@@ -162,22 +165,24 @@ class Multilayer(Model):
         m = obs.increment_moments(params, g)
         drift, noise, levels = m["drift"], m["noise"], m["levels"]
         k_t, v_t = obs.drift_coulomb_from_moments(drift, noise)
+        up = lambda a: a[::-1]  # noqa: E731  descending basis -> ascending
         out = {
             "q": obs.overlap(s0, s),
             "hs": obs.field_alignment(s, y, z),
-            "gram": levels,
+            "gram": up(levels),
             "mean_spacing": obs.mean_spacing(levels),
             "K_t": k_t,
             "V_t": v_t,
-            "level_drift": jnp.diagonal(drift),
-            "pair_noise": noise,
+            "level_drift": up(jnp.diagonal(drift)),
+            "pair_noise": noise[::-1, ::-1],
             # V_t_paper, a sum of nearly cancelling terms, is formed from it on the host
             # (`phases.coulomb_term`): on device its last bits followed the chunk's shape
-            "pair_noise_paper": m["noise_paper"],
+            "pair_noise_paper": m["noise_paper"][::-1, ::-1],
         }
         if self.level_sde:
-            out["level_ito"], out["level_stiffness"] = obs.level_terms(
+            ito, stiffness = obs.level_terms(
                 params, lambda w: per_sample_grads_from_features(w, z, phi0, y, self.activation))
+            out["level_ito"], out["level_stiffness"] = up(ito), up(stiffness)
         return out
 
     def observable_axes(self):

@@ -146,8 +146,6 @@ def _results(plan: Plan, collected, problems, diverged, diverge_step, wall, timi
     axes = {name: lead + ("snapshot",) + tuple(plan.sim.axes.get(name, ())) for name in arrays}
     arrays["diverged"], axes["diverged"] = diverged.reshape(shape), lead
     arrays["diverge_step"], axes["diverge_step"] = diverge_step.reshape(shape), lead
-    for name, values in plan.hp_of(np.arange(plan.lo, plan.hi)).items():
-        arrays[f"hp_{name}"], axes[f"hp_{name}"] = values.reshape(shape), lead
     if plan.shard:
         stored, plead = problems, lead
     else:

@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dysonbm import engine, ensemble, sizes
+from dysonbm.data import DataLayout
 from dysonbm._version import __version__
 from dysonbm.config import Config, grid_points, hyper_names, make_optimizer, resolved_ensemble
 from dysonbm.registry import build_model, is_process
@@ -68,16 +69,16 @@ def device_budget(devices) -> tuple[int, str]:
     return int(DEVICE_FRACTION * free), f"{DEVICE_FRACTION:.0%} of free device memory"
 
 
-def data_layout(cfg: Config, max_batch: int) -> engine.DataLayout:
+def data_layout(cfg: Config, max_batch: int) -> DataLayout:
     """The engine's data layout of a config's `[data]` table, for batches of up to ``max_batch``."""
     d = cfg.data
     if d.protocol == "online":
-        return engine.DataLayout("online", max_batch, n_test=d.n_test)
+        return DataLayout("online", max_batch, n_test=d.n_test)
     n_max = d.n_data if d.n_data else d.batches_per_epoch * max_batch
-    return engine.DataLayout(d.protocol, max_batch, n_max, d.batches_per_epoch, d.n_data, d.reshuffle, d.n_test)
+    return DataLayout(d.protocol, max_batch, n_max, d.batches_per_epoch, d.n_data, d.reshuffle, d.n_test)
 
 
-def simulation(model, cfg: Config, layout: engine.DataLayout) -> engine.Simulation:
+def simulation(model, cfg: Config, layout: DataLayout) -> engine.Simulation:
     """The simulation a config describes: SGD replicas of a model under the optax transform
     its ``[train] optimizer`` names, or an SDE process."""
     if is_process(model):

@@ -58,9 +58,9 @@ in the original frame, where step 4 comes first and the couplings carry e^{−2r
    Wishart: bonds also carry −c_i log(m_{i+1} + m_i), and each level the origin term
    −c0_i log m_i with c0_i = (Dτ/2)·χ²_{β(M−N+1)−1} (the exact Bessel law of a singular
    value near 0). The objective is strictly convex and infinite on the boundary of the
-   ordered cone: damped Newton steps with a tridiagonal Hessian (parallel cyclic reduction,
-   O(N log N), 1–3 iterations) find m. A gap that the neighbours compress below a quarter
-   of its midpoint value is widened back; if a gap is still not positive (clusters,
+   ordered cone: damped Newton steps with a tridiagonal Hessian (Thomas recursion on CPU,
+   parallel cyclic reduction elsewhere; mostly one iteration) find m. A gap that the
+   neighbours compress below a quarter of its midpoint value is widened back; if a gap is still not positive (clusters,
    degenerate starts) the step falls back to backward Euler y = prox_c(b), always ordered.
    A near-zero χ² draw lets the neighbours squeeze its bond below the float resolution of
    the positions, where Newton cannot converge; such a step (≈1% of replica-steps at
@@ -288,7 +288,7 @@ class DysonBM(_LogGas):
     def _terms(self, hp) -> LevelTerms:
         D = jnp.asarray(hp["D"])
         kappa = hp["beta"] * D
-        return LevelTerms(noise=2.0 * D, rate=self.potential.stiffness(hp), bond=kappa, far=kappa)
+        return LevelTerms(noise=2.0 * D, rate=self.potential.stiffness(hp), bond=kappa, far=kappa, bond_dof=hp["beta"])
 
     def _nonlinear_force(self, y, hp):
         return self.potential.nonlinear_force(y, hp)
@@ -397,7 +397,8 @@ class WishartProcess(_LogGas):
         D = jnp.asarray(hp["D"])
         kappa = 0.5 * hp["beta"] * D
         dof0 = jnp.maximum(hp["beta"] * (self.m - self.n + 1) - 1.0, 0.0)
-        return LevelTerms(noise=D, rate=0.5 * self.potential.stiffness(hp), bond=kappa, far=kappa, origin_dof=dof0)
+        return LevelTerms(noise=D, rate=0.5 * self.potential.stiffness(hp), bond=kappa, far=kappa, origin_dof=dof0,
+                          bond_dof=hp["beta"])
 
     def _nonlinear_force(self, s, hp):
         # dx = −U'(x) dt  ⇒  ds = −U'(s²)/(2s) dt

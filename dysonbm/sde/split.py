@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from dysonbm.sde.bonds import Couplings, _repel
-from dysonbm.sde.draws import _chi2_from, _draw
+from dysonbm.sde.draws import _substep_draws
 from dysonbm.sde.numerics import _expm1_over, _far_mask, _far_sum, _log1p_over, _resort
 
 Array = jax.Array
@@ -59,6 +59,8 @@ class LevelTerms(NamedTuple):
     drift:  (N,) constant drift a_i, or None
     origin_dof: () degrees of freedom of the origin bond (chiral processes), or None: the
         origin coupling of level i is (σ_i²/2)·τ·χ²_{origin_dof}
+    bond_dof: () the bonds' χ² degrees of freedom 4c̄/s where it is known exactly (β for DBM
+        and Wishart: the exact integer-dof sampler is then used), or None: computed
     """
 
     noise: Array
@@ -67,6 +69,7 @@ class LevelTerms(NamedTuple):
     far: Array
     drift: Array | None = None
     origin_dof: Array | None = None
+    bond_dof: Array | None = None
 
 
 class Control(NamedTuple):
@@ -159,10 +162,11 @@ def _bond_mean(a):
     return a if a.ndim == 0 else 0.5 * (a[1:] + a[:-1])
 
 
-def _couplings(z, u, terms: LevelTerms, tau, ctl: Control, cand: int):
-    """(couplings, their means) of the implicit part; ``tau`` the levels' effective steps
+def _couplings(d, terms: LevelTerms, tau, ctl: Control):
+    """(couplings, their means) of the implicit part; ``d`` the sub-step's `SubstepDraws`
+    (χ² of `_bond_dof` and of ``origin_dof``), ``tau`` the levels' effective steps
     (1 − e^{−2rh})/(2r) (a scalar or (N,)), a bond's the mean of its two levels'."""
-    n = z.shape[-1]
+    n = d.noise.shape[0]
     tau_bond = _bond_mean(tau)
     origin_scale = 0.5 * terms.noise * tau if ctl.chiral else None
     mean = Couplings(jnp.broadcast_to(terms.bond * tau_bond, (n - 1,)),
@@ -171,14 +175,20 @@ def _couplings(z, u, terms: LevelTerms, tau, ctl: Control, cand: int):
         return mean, mean
     # the isolated pair's gap is a Bessel process of dimension 1 + 4c̄/s: g² = g_b² + sτ·χ²_{4c̄/s}
     unit = 0.5 * _bond_mean(terms.noise)  # s/4
-    noisy = unit > 0
-    dof = jnp.where(noisy, terms.bond / jnp.where(noisy, unit, 1.0), 0.0)
-    chi = _chi2_from(z[1 : 1 + cand, : n - 1], u[: cand + 1, : n - 1], dof)
-    gap = jnp.where(noisy, unit * tau_bond * chi, mean.gap)
+    gap = jnp.where(unit > 0, unit * tau_bond * d.gap, mean.gap)
     if not ctl.chiral:
         return Couplings(gap), mean
-    origin = origin_scale * _chi2_from(z[1 + cand :], u[cand + 1 :], terms.origin_dof)
-    return Couplings(gap, origin), mean
+    return Couplings(gap, origin_scale * d.origin), mean
+
+
+def _bond_dof(terms: LevelTerms, n: int):
+    """Degrees of freedom 4c̄_i/s_i of the bonds' χ² (a scalar, or padded to (N,) for the draws)."""
+    if terms.bond_dof is not None:
+        return terms.bond_dof
+    unit = 0.5 * _bond_mean(terms.noise)
+    noisy = unit > 0
+    dof = jnp.where(noisy, terms.bond / jnp.where(noisy, unit, 1.0), 0.0)
+    return dof if dof.ndim == 0 else jnp.concatenate([dof, dof[-1:]])
 
 
 def split_step(y: Array, key, dt, terms: LevelTerms, ctl: Control,
@@ -193,8 +203,11 @@ def split_step(y: Array, key, dt, terms: LevelTerms, ctl: Control,
     terms = LevelTerms(*(None if t is None else jnp.asarray(t, dtype) for t in terms))
     reflect = ctl.reflect or ctl.chiral
     tol = jnp.asarray(ctl.newton_tol, dtype)
-    cand = 3  # proposals per χ² sample
-    blocks = 2 if ctl.chiral else 1
+    dof = _bond_dof(terms, n)
+    dof0 = terms.origin_dof if ctl.chiral else 0.0
+    # the reference of the far field's floor must be sorted: it is, unless the levels relax
+    # towards different places (per-level rates or a drift)
+    sort_ref = terms.drift is not None or terms.rate.ndim > 0
 
     def body(carry):
         y, t_left, n_sub, n_newton, n_forced = carry
@@ -204,12 +217,13 @@ def split_step(y: Array, key, dt, terms: LevelTerms, ctl: Control,
         decay = jnp.exp(-terms.rate * h)
         phi2 = h * _expm1_over(-2.0 * terms.rate * h)  # (1 − e^{−2rh})/(2r): noise variance, repulsion
         phi1 = h * _expm1_over(-terms.rate * h)  # (1 − e^{−rh})/r: a force frozen over h
-        # all randomness of a sub-step at once: noise ξ (N,) and the χ² proposals
-        z, u = _draw(jax.random.fold_in(key, n_sub), 1 + blocks * cand, blocks * (cand + 1), (n,), dtype)
+        # all randomness of a sub-step at once: noise ξ (N,) and the bonds' χ² variables
+        d = _substep_draws(jax.random.fold_in(key, n_sub), n, dof, dof0, ctl.chiral, dtype)
         # 1. the linear drift a − r·y and the noise: the exact Ornstein–Uhlenbeck transition
         #    (its mean is the reference of the far field's distance floor); relabelled in order
         ref = decay * y if terms.drift is None else decay * y + phi1 * terms.drift
-        b = ref + jnp.sqrt(terms.noise * phi2) * z[0]
+        b = ref + jnp.sqrt(terms.noise * phi2) * d.noise
+        ref = jnp.sort(ref) if sort_ref else ref
         if reflect:
             b = jnp.abs(b)
         b = _resort(b)
@@ -223,12 +237,14 @@ def split_step(y: Array, key, dt, terms: LevelTerms, ctl: Control,
             b = jnp.abs(b)
         b = _resort(b)
         # 3. the nearest neighbours implicitly
-        y, it = _repel(b, *_couplings(z, u, terms, phi2, ctl, cand), tol, ctl.max_newton)
+        y, it = _repel(b, *_couplings(d, terms, phi2, ctl), tol, ctl.max_newton)
         if reflect and not ctl.chiral:
             y = _resort(jnp.abs(y))  # no origin barrier: the bonds may push the lowest level below 0
         t_left = jnp.where(h >= t_left, jnp.zeros_like(t_left), t_left - h)
         return y, t_left, n_sub + 1, n_newton + it, n_forced + (cap < floor).astype(jnp.int32)
 
     carry = (y, jnp.asarray(dt, dtype), _count(), _count(), _count())
-    y, _, n_sub, n_newton, n_forced = jax.lax.while_loop(lambda c: c[1] > 0, body, carry)
+    # the first sub-step (dt > 0) outside the loop: a batch runs the loop only where the
+    # step control cuts a step (one sub-step inside a vmapped loop costs 1.5× at N = 16)
+    y, _, n_sub, n_newton, n_forced = jax.lax.while_loop(lambda c: c[1] > 0, body, body(carry))
     return y, StepInfo(n_sub, n_newton, n_forced)
