@@ -181,7 +181,7 @@ def _couplings(d, terms: LevelTerms, tau, ctl: Control):
     return Couplings(gap, origin_scale * d.origin), mean
 
 
-def _bond_dof(terms: LevelTerms, n: int):
+def _bond_dof(terms: LevelTerms):
     """Degrees of freedom 4c̄_i/s_i of the bonds' χ² (a scalar, or padded to (N,) for the draws)."""
     if terms.bond_dof is not None:
         return terms.bond_dof
@@ -203,7 +203,7 @@ def split_step(y: Array, key, dt, terms: LevelTerms, ctl: Control,
     terms = LevelTerms(*(None if t is None else jnp.asarray(t, dtype) for t in terms))
     reflect = ctl.reflect or ctl.chiral
     tol = jnp.asarray(ctl.newton_tol, dtype)
-    dof = _bond_dof(terms, n)
+    dof = _bond_dof(terms)
     dof0 = terms.origin_dof if ctl.chiral else 0.0
     # the reference of the far field's floor must be sorted: it is, unless the levels relax
     # towards different places (per-level rates or a drift)
