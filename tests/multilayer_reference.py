@@ -46,12 +46,12 @@ def gradient_norm(W, M, Z, x, y, activation: str = "tanh") -> Array:
 
 
 def gram_spectrum(W: Array) -> Array:
-    """Eigenvalues of X = W Wᵀ in DESCENDING order (the squared singular values of W)."""
-    return linalg.eigvalsh(W @ W.T)[::-1]
+    """Eigenvalues of X = W Wᵀ, ascending (the squared singular values of W)."""
+    return linalg.eigvalsh(W @ W.T)
 
 
 def singular_values(W: Array) -> Array:
-    """Singular values of W in descending order."""
+    """Singular values of W, ascending."""
     return linalg.svdvals(W)
 
 

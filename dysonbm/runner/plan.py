@@ -207,7 +207,7 @@ class Plan:
             "hyperparameters": _nbytes(hp0) + _nbytes(keys0),
         }
         device = HEADROOM * sum(sizes.values())
-        results = (self.n_intervals + 1) * _nbytes(obs) + sum(v.itemsize for v in self.point_hp.values()) + 1 + 4
+        results = (self.n_intervals + 1) * _nbytes(obs) + 1 + 4  # snapshots, diverged, diverge_step
         per_problem = sum(math.prod(shape) * dt.itemsize for shape, dt in self.problem_shapes.values())
         granularity = "replica" if self.shard else self.ensemble.get("problem", "run")
         stored = {"replica": self.n_ids, "point": self.n_points, "run": 1}[granularity]
