@@ -25,7 +25,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dysonbm import engine
 from dysonbm.data import DataLayout

@@ -2,7 +2,6 @@
 records for it (the integrator itself: tests/test_level_sde.py)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

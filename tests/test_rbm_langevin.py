@@ -272,7 +272,7 @@ def test_the_quick_rbm_langevin_config_is_valid():
 
 def test_only_rbm_is_a_part_of_the_reproduction(tmp_path, monkeypatch):
     from dysonbm import cli
-    from dysonbm.reproduce import sgd_langevin, sgd_langevin_rbm
+    from dysonbm.reproduce import sgd_langevin_rbm
 
     seen = []
 

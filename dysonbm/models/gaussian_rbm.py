@@ -439,19 +439,20 @@ class GaussianRBM(Model):
         eye = jnp.eye(self.n_visible, dtype=w.dtype)
         return hp["mu2"] * eye - _sigma2(hp) * w @ w.T
 
+    def _factor(self, w, hp):
+        """``K``, its Cholesky factor (NaN if not positive definite), the ok flag and ``b = W η``."""
+        kernel = self._kernel(w, hp)
+        chol = linalg.cholesky(kernel)
+        return kernel, chol, jnp.all(jnp.isfinite(chol)), hp["eta"] * jnp.sum(w, axis=1)
+
     def _marginal(self, w, hp):
         """Cholesky factor of ``K`` (NaN if not positive definite), mean ``m = K⁻¹ W η``, ok flag."""
-        chol = linalg.cholesky(self._kernel(w, hp))
-        ok = jnp.all(jnp.isfinite(chol))
-        b = hp["eta"] * jnp.sum(w, axis=1)
+        _, chol, ok, b = self._factor(w, hp)
         return chol, linalg.cho_solve(chol, b), ok
 
     def _nll(self, w, problem, hp):
         """``½ [tr(K K_φ⁻¹) − log det K + bᵀK⁻¹b + N log 2π]``, ``+inf`` if ``K`` is not positive definite."""
-        kernel = self._kernel(w, hp)
-        chol = linalg.cholesky(kernel)
-        ok = jnp.all(jnp.isfinite(chol))
-        b = hp["eta"] * jnp.sum(w, axis=1)
+        kernel, chol, ok, b = self._factor(w, hp)
         half = linalg.solve_lower(chol, b)  # bᵀK⁻¹b = |L⁻¹b|²: one triangular solve, not two
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
         nll = 0.5 * (
