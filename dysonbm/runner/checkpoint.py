@@ -3,6 +3,7 @@ atomically; the state of a chunk moved to and from the host."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -19,10 +20,14 @@ class CheckpointError(ValueError):
 
 def _write_npz(path: Path, arrays: dict) -> None:
     """``np.savez`` to a temporary file, then ``os.replace``: a reader sees old or new, whole."""
+    # Zipped in memory first: numpy leaves its ZipFile open when interrupted, and one left on
+    # a file we have closed prints a traceback when it is collected.
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
