@@ -266,7 +266,7 @@ def make_sgd_sim(model, tx, layout: DataLayout, bounds=Bounds(), spectra: bool =
                 out["eigs"] = linalg.eigvalsh(0.5 * (w + w.T))
         if weights:
             out["weights"] = w
-        out.update(model.observables(params, state["params0"], problem, test, hp))
+        out.update(model.observables(params, state["params0"], problem, test, hp, data=(gbatch, gmask)))
         return out
 
     axes = {

@@ -68,8 +68,18 @@ def increments(W: Array, g: Array) -> Array:
     return wg + jnp.swapaxes(wg, -1, -2)
 
 
-def increment_moments(W: Array, g: Array) -> dict:
-    """Both noise matrices of the drift criterion from the per-sample gradients ``g`` (n, K, L).
+def _mean(a: Array, weights: Array | None) -> Array:
+    """Mean over the leading (sample) axis, weighted by ``weights`` (n,) when given (padded
+    samples weigh 0), summed in a fixed order (`tree_sum`)."""
+    if weights is None:
+        return tree_sum(a) / a.shape[0]
+    w = weights.reshape((-1,) + (1,) * (a.ndim - 1))
+    return tree_sum(w * a) / tree_sum(weights)
+
+
+def increment_moments(W: Array, g: Array, weights: Array | None = None) -> dict:
+    """Both noise matrices of the drift criterion from the per-sample gradients ``g`` (n, K, L)
+    (means over samples weighted by ``weights`` when given).
 
     Returns {"drift": K̃, "noise": Ṽ, "noise_paper": Ṽ_paper, "levels": x} in the descending
     eigenbasis U of X = W Wᵀ (``projected_increment_moments`` for K̃ and Ṽ), with
@@ -86,15 +96,15 @@ def increment_moments(W: Array, g: Array) -> dict:
     x, U = x[::-1], U[:, ::-1]
     dX = increments(W, g)
     P = jnp.einsum("ai,nab,bj->nij", U, dX, U)
-    drift = jnp.mean(P, axis=0)
+    drift = jnp.mean(P, axis=0) if weights is None else _mean(P, weights)
     dev = P - drift
-    raw = dX - tree_sum(dX) / dX.shape[0]
+    raw = dX - _mean(dX, weights)
     # sums in an order fixed by the shapes alone (`tree_sum`): a matrix product inside the
     # vmapped program would sum in an order chosen for the whole chunk
-    var_dx = tree_sum(raw * raw) / raw.shape[0]
+    var_dx = _mean(raw * raw, weights)
     return {
         "drift": drift,
-        "noise": jnp.mean(dev * dev, axis=0),
+        "noise": jnp.mean(dev * dev, axis=0) if weights is None else _mean(dev * dev, weights),
         "noise_paper": _ordered_matmul(_ordered_matmul(U.T, var_dx), U),
         "levels": x,
     }
@@ -152,9 +162,35 @@ def drift_dominated(K_t, V_t, T, init_std, K: int, L: int):
     return K_t / (r**0.5 * (K - 1)) >= T * V_t / (4.0 * init_std**2)
 
 
-def level_terms(W: Array, per_sample_grads: Callable[[Array], Array]) -> tuple[Array, Array]:
+def data_step_terms(W: Array, G: Array) -> tuple[Array, Array]:
+    """``(K̄_ii, S_ii)``, levels descending, of the mean SGD step W → W + α G, with
+    G = −∂L/∂W the full-batch gradient on the replica's training data. To second order,
+
+        x_i(W + α G) = x_i + α K̄_ii + α² S_ii,   K̄ = Uᵀ (W Gᵀ + G Wᵀ) U,
+        S_ii = (Uᵀ G Gᵀ U)_ii + Σ_{j≠i} K̄_ij² / (x_i − x_j).
+
+    K̄_ii is the drift SGD actually follows: the mean over the samples it trains on, not over
+    the test set, whose mean gradient differs by O(1/sqrt(n_test)) and does not vanish where
+    training converges. α S_ii is the O(α) part of the drift per unit τ = α·steps that the
+    continuous-time SDE leaves out (the batch noise's part of the same expansion is the Itô
+    and Coulomb terms of `level_terms` and Ṽ).
+    """
+    x, U = linalg.eigh(_ordered_matmul(W, W.T))
+    x, U = x[::-1], U[:, ::-1]
+    wg = _ordered_matmul(W, G.T)
+    K_bar = _ordered_matmul(_ordered_matmul(U.T, wg + wg.T), U)
+    ug = _ordered_matmul(U.T, G)
+    gap = x[:, None] - x[None, :]
+    safe = jnp.where(gap != 0, gap, 1.0)
+    second = jnp.where(gap != 0, K_bar * K_bar / safe, 0.0)
+    return jnp.diagonal(K_bar), tree_sum((ug * ug).T) + tree_sum(second.T)
+
+
+def level_terms(W: Array, per_sample_grads: Callable[[Array], Array],
+                weights: Array | None = None) -> tuple[Array, Array]:
     """``(C̃_ii, γ_i)`` of the level SDE at W (K×L), levels descending; ``per_sample_grads``
-    maps W to g_n = −∂ℓ_n/∂W on the test samples, ``(n, K, L)``.
+    maps W to g_n = −∂ℓ_n/∂W on a set of samples, ``(n, K, L)``, whose means are weighted by
+    ``weights`` when given.
 
     - Itô term C̃_ii = Σ_l Var_n (Uᵀ g_n)_il: the dW dWᵀ part of dX = dW Wᵀ + W dWᵀ + dW dWᵀ,
       which raises every level by T C̃_ii dτ (for a Brownian W it is the D·M of the Wishart
@@ -174,14 +210,13 @@ def level_terms(W: Array, per_sample_grads: Callable[[Array], Array]) -> tuple[A
     safe = jnp.where(s > 0, s, 1.0)
     V = (U.T @ W) / safe[:, None]  # rows: right singular vectors
     g = per_sample_grads(W)
-    n = g.shape[0]
     ug = jnp.einsum("ai,nal->nil", U, g)
-    dev = ug - tree_sum(ug) / n
-    ito = tree_sum((tree_sum(dev * dev) / n).T)  # Σ_l Var_n (Uᵀ g_n)_il
+    dev = ug - _mean(ug, weights)
+    ito = tree_sum(_mean(dev * dev, weights).T)  # Σ_l Var_n (Uᵀ g_n)_il
 
     def drift_i(w, i):
         # K̃_ii = u_iᵀ (W ḡᵀ + ḡ Wᵀ) u_i with u_i held fixed (it is, along this direction)
-        gbar = tree_sum(per_sample_grads(w)) / n
+        gbar = _mean(per_sample_grads(w), weights)
         u = U[:, i]
         gu = tree_sum(gbar * u[:, None])  # ḡᵀ u: (L,)
         return 2.0 * tree_sum(u * tree_sum((w * gu[None, :]).T))

@@ -3,12 +3,17 @@
 The levels x_1 ≤ … ≤ x_K of X = W Wᵀ obey, in the SGD time τ = α·steps at T = α/|B| and to
 leading order in α,
 
-    dx_i = [ K̃_ii + T Σ_{j≠i} Ṽ_ij/(x_i − x_j) + T C̃_ii ] dτ + sqrt(T Ṽ_ii) dB_i ,
+    dx_i = [ K̄_ii + α S_ii + T Σ_{j≠i} Ṽ_ij/(x_i − x_j) + T C̃_ii ] dτ + sqrt(T Ṽ_ii) dB_i ,
 
-with K̃, Ṽ the mean and variance over samples of the projected increment Uᵀ dX_n U
-(`dysonbm.observables.projected_increment_moments`) and C̃_ii the Itô term of X = W Wᵀ
-(`dysonbm.observables.level_terms`). All are measured from the network at SGD snapshots; the
-multilayer model records them with the drift's slope γ_i in the level. The SDE itself, with
+with K̄_ii the drift of the mean step on the training data and α S_ii the O(α) part of the
+discrete step (`dysonbm.observables.data_step_terms`), Ṽ the variance over samples of the
+projected increment Uᵀ dX_n U (`dysonbm.observables.projected_increment_moments`) and C̃_ii
+the Itô term of X = W Wᵀ (`dysonbm.observables.level_terms`). All are measured from the
+network at SGD snapshots; the multilayer model records them with the drift's slope γ_i in the
+level, on the replica's training data: the test set's mean gradient has an error of
+O(1/sqrt(n_test)) against a drift that vanishes as training converges, an error that does
+not average out over the intervals of one replica, and its per-sample spread exceeds the
+training set's once the network fits its data. The SDE itself, with
 fixed coefficients, is the kernel `dysonbm.sde.LevelSDE` (`dysonbm.sde.integrate_levels`);
 this module holds the science around it:
 
@@ -24,7 +29,7 @@ The coefficients depend on W, not on the levels alone, so a prediction is only a
 the coefficients stay valid over one interval: the intervals must be short compared with the
 time over which K̃ and Ṽ change, which is why the reproduction uses a run with dense
 snapshots for the cross-check. Off-diagonal noise correlations Cov(P_ii, P_jj) and the
-O(α) terms of the discrete SGD step are not part of the SDE.
+terms beyond O(α) of the discrete SGD step are not part of the SDE.
 """
 
 from __future__ import annotations
@@ -53,10 +58,14 @@ def interval_inputs(results, point: int, *, first: int = 0, clip_stiffness: bool
 
     For every replica r and snapshot interval k = first … S−2 (S snapshots): the SGD levels
     at both ends, ``x_start`` and ``x_end`` (R, n, K), ascending, and the coefficients measured
-    at the start as `dysonbm.sde.LevelCoefficients` (permuted with the levels) whose drift is
-    linearised about x(t_k):
-    K̃_ii(x) = K̃_ii(t_k) − γ_i (x_i − x_i(t_k)). Also ``T`` = α/|B|, ``dtau`` = α·(steps per
-    interval), ``steps`` (n + 1,) and ``finite`` (R,): replicas finite throughout.
+    at the start as `dysonbm.sde.LevelCoefficients` (permuted with the levels): the
+    multilayer model's ``sde_*`` observables, measured on the training data, or where a store
+    lacks them the test set's ``level_drift``, ``pair_noise`` (and ``level_ito``,
+    ``level_stiffness`` of older stores). The drift D_i = K̄_ii + α S_ii is linearised about
+    x(t_k): D_i(x) = D_i(t_k) − γ_i (x_i − x_i(t_k)). Also ``T`` = α/|B|, ``dtau`` =
+    α·(steps per interval), ``steps`` (n + 1,), ``finite`` (R,): replicas finite throughout,
+    and at the start of each interval ``drift`` D and ``velocity`` v (R, n, K), `velocity`'s
+    deterministic velocity.
 
     With ``clip_stiffness`` only restoring slopes (γ_i > 0) are kept: an unstable slope,
     exponentiated over an interval many times 1/|γ_i|, would extrapolate the drift far
@@ -68,9 +77,16 @@ def interval_inputs(results, point: int, *, first: int = 0, clip_stiffness: bool
     def get(name):
         return np.asarray(results[name][point], dtype=float)[:, sl]
 
-    x, drift, pair = get("gram"), get("level_drift"), get("pair_noise")
-    ito = get("level_ito") if "level_ito" in results else np.zeros_like(drift)
-    gamma = get("level_stiffness") if "level_stiffness" in results else np.zeros_like(drift)
+    lr = float(results.hp("lr")[point])
+    bs = float(results.hp("batch_size")[point])
+    x = get("gram")
+    if "sde_drift" in results:
+        drift, pair = get("sde_drift") + lr * get("sde_step"), get("sde_noise")
+        ito, gamma = get("sde_ito"), get("sde_stiffness")
+    else:  # the published criterion's test-set coefficients
+        drift, pair = get("level_drift"), get("pair_noise")
+        ito = get("level_ito") if "level_ito" in results else np.zeros_like(drift)
+        gamma = get("level_stiffness") if "level_stiffness" in results else np.zeros_like(drift)
     # ascending, each coefficient moved with its level
     order = np.argsort(x, axis=-1)
     x, drift, ito, gamma = (np.take_along_axis(a, order, axis=-1) for a in (x, drift, ito, gamma))
@@ -81,15 +97,26 @@ def interval_inputs(results, point: int, *, first: int = 0, clip_stiffness: bool
     every = np.diff(steps)
     if every.size == 0 or np.any(every != every[0]):
         raise ValueError("the cross-check needs at least two equally spaced snapshots")
-    lr = float(results.hp("lr")[point])
-    bs = float(results.hp("batch_size")[point])
     h = slice(None, -1)
-    coef = LevelCoefficients(drift[:, h] + gamma[:, h] * x[:, h], pair[:, h], ito[:, h], gamma[:, h])
+    T, dtau = temperature(lr, bs), lr * float(every[0])
+    x0, g = x[:, h], gamma[:, h]
+    coef = LevelCoefficients(drift[:, h] + g * x0, pair[:, h], ito[:, h], g)
+    v = velocity(x0, drift[:, h], pair[:, h], ito[:, h], T)
     finite = ~np.asarray(results.diverged[point], dtype=bool) & np.all(np.isfinite(x), axis=(1, 2))
     for c in coef:
         finite &= np.all(np.isfinite(c.reshape(c.shape[0], -1)), axis=1)
-    return {"x_start": x[:, :-1], "x_end": x[:, 1:], "coef": coef, "T": temperature(lr, bs), "dtau": lr * float(every[0]),
+    return {"x_start": x0, "x_end": x[:, 1:], "coef": coef, "drift": drift[:, h], "velocity": v, "T": T, "dtau": dtau,
             "lr": lr, "batch_size": bs, "steps": steps, "finite": finite}
+
+
+def velocity(x, drift, pair, ito, T: float):
+    """The deterministic velocity of every level at x (ascending, any leading axes): the
+    drift, the Itô term T C̃_ii and the Coulomb push T Σ_{j≠i} Ṽ_ij/(x_i − x_j)."""
+    x = np.asarray(x, dtype=float)
+    gap = x[..., :, None] - x[..., None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        push = np.where(gap != 0, np.asarray(pair, dtype=float) / np.where(gap != 0, gap, 1.0), 0.0)
+    return np.asarray(drift, dtype=float) + T * np.asarray(ito, dtype=float) + T * push.sum(axis=-1)
 
 
 def predict_intervals(key, x_start, coef: LevelCoefficients, T: float, dtau: float, *, draws: int = 1,
@@ -164,22 +191,37 @@ def regime(net: dict, se: dict | None = None, *, z: float = 2.0, frozen_tol: flo
     return "undetermined"
 
 
-def top_level_terms(x, coef: LevelCoefficients, T: float, dtau: float) -> dict:
+def top_level_terms(x, drift, coef: LevelCoefficients, T: float, dtau: float) -> dict:
     """Medians over (replica, interval) of the terms of the largest level's SDE at the start of
-    each interval (x ascending, ``coef`` indexed alike, as from `interval_inputs`): ``drift``
-    K̃_KK, ``coulomb`` T Σ_j Ṽ_Kj/(x_K − x_j), ``ito`` T C̃_KK, ``noise`` sqrt(T Ṽ_KK/Δτ) (the
-    noise as a velocity over one interval) and ``gamma_dtau`` γ_K·Δτ (≫ 1: the drift relaxes
-    the level within the interval)."""
+    each interval (x ascending, ``drift`` D_i and ``coef`` indexed alike, as from
+    `interval_inputs`): ``drift`` D_K, ``coulomb`` T Σ_j Ṽ_Kj/(x_K − x_j), ``ito`` T C̃_KK,
+    ``noise`` sqrt(T Ṽ_KK/Δτ) (the noise as a velocity over one interval) and ``gamma_dtau``
+    γ_K·Δτ (≫ 1: fluctuations of the level relax within the interval)."""
     x = np.asarray(x, dtype=float)
     gamma = np.asarray(coef.stiffness, dtype=float)
-    drift = np.asarray(coef.drift, dtype=float)[..., -1] - gamma[..., -1] * x[..., -1]
     pair = np.asarray(coef.pair, dtype=float)
     d = x[..., -1:] - x[..., :-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         coulomb = T * np.sum(pair[..., -1, :-1] / d, axis=-1)
-    terms = {"drift": drift, "coulomb": coulomb, "ito": T * np.asarray(coef.ito, dtype=float)[..., -1],
+    terms = {"drift": np.asarray(drift, dtype=float)[..., -1], "coulomb": coulomb,
+             "ito": T * np.asarray(coef.ito, dtype=float)[..., -1],
              "noise": np.sqrt(T * np.maximum(pair[..., -1, -1], 0.0) / dtau), "gamma_dtau": gamma[..., -1] * dtau}
     return {k: float(np.nanmedian(v)) for k, v in terms.items()}
+
+
+def top_velocity(x_start, x_end, v, dtau: float) -> dict:
+    """SGD's mean velocity of the largest level, (x_K(t_{k+1}) − x_K(t_k))/Δτ, against the SDE's
+    deterministic velocity ``v`` at the start of each interval (`velocity`: the noise has mean
+    zero), both averaged over the intervals of each replica and then over replicas (levels
+    ascending, leading axes (R, n), as from `interval_inputs`). Returns ``sgd``, ``sde`` and
+    ``se``, the standard error over replicas of their difference: a test of the measured
+    coefficients free of the noise's effect on the regime statistics."""
+    x0 = np.asarray(x_start, dtype=float)
+    sgd = (np.asarray(x_end, dtype=float)[..., -1] - x0[..., -1]) / dtau
+    a, b = sgd.mean(axis=-1), np.asarray(v, dtype=float)[..., -1].mean(axis=-1)
+    n = a.size
+    se = float(np.std(a - b, ddof=1) / np.sqrt(n)) if n > 1 else np.inf
+    return {"sgd": float(np.mean(a)), "sde": float(np.mean(b)), "se": se}
 
 
 def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws: int = 2,
@@ -194,7 +236,7 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
     (``steps``), ``replicas``, per side (``"sgd"``, ``"langevin"``) ``net`` and ``se`` dicts,
     ``lam`` = net ln ū per SGD step (the spacing growth rate of the phase diagram) and
     ``regime``; ``agree``; ``forced`` (the fraction of sub-steps at the budget floor);
-    ``top_terms`` (`top_level_terms`); and for figures ``x_start``, ``x_end`` (R, n, K),
+    ``top_terms`` (`top_level_terms`); ``top_velocity`` (`top_velocity`); and for figures ``x_start``, ``x_end`` (R, n, K),
     ``x_hat`` (draws, R, n, K) and ``teacher`` (R, n, K), all ascending.
     """
     if key is None:
@@ -208,7 +250,8 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
         nan = {k: np.nan for k in ("u", "d", "top")}
         for side in ("sgd", "langevin"):
             out[side] = {"net": nan, "se": nan, "lam": np.nan, "regime": "undetermined"}
-        return {**out, "agree": False, "forced": np.nan, "top_terms": {}}
+        return {**out, "agree": False, "forced": np.nan, "top_terms": {},
+                "top_velocity": {"sgd": np.nan, "sde": np.nan, "se": np.nan}}
     x0, x1 = inp["x_start"][ok], inp["x_end"][ok]
     teacher = np.sort(np.asarray(teacher, dtype=float), axis=-1)
     if teacher.ndim == 2:  # one teacher per replica: (R, K) → (R_ok, 1, K) against (R_ok, n, K)
@@ -227,6 +270,7 @@ def cross_check(results, point: int, teacher, *, key=None, first: int = 0, draws
         out[side] = {"net": net, "se": se, "lam": net["u"] / span, "regime": regime(net, se)}
     out["agree"] = out["sgd"]["regime"] == out["langevin"]["regime"]
     out["forced"] = float(info["forced"].sum() / max(info["steps"].sum(), 1))
-    out["top_terms"] = top_level_terms(x0, coef, inp["T"], inp["dtau"])
+    out["top_terms"] = top_level_terms(x0, inp["drift"][ok], coef, inp["T"], inp["dtau"])
+    out["top_velocity"] = top_velocity(x0, x1, inp["velocity"][ok], inp["dtau"])
     out.update(x_start=x0, x_end=x1, x_hat=x_hat, teacher=np.broadcast_to(teacher, x0.shape))
     return out

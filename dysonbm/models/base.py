@@ -94,11 +94,13 @@ class Model:
         """The weight matrix whose spectrum is recorded."""
         raise NotImplementedError
 
-    def observables(self, params, params0, problem, test, hp) -> dict[str, Array]:
+    def observables(self, params, params0, problem, test, hp, data=None) -> dict[str, Array]:
         """Extra model-specific observables at a snapshot (beyond losses and spectra).
 
-        ``params0`` are the replica's initial parameters (for overlaps with the start) and
-        ``test`` the replica's test set (a batch of samples, unmasked).
+        ``params0`` are the replica's initial parameters (for overlaps with the start),
+        ``test`` the replica's test set (a batch of samples, unmasked) and ``data`` the samples
+        it trains on as ``(batch, mask)`` (its dataset, padding masked; the test set when every
+        step draws fresh data), or None.
         """
         return {}
 

@@ -337,7 +337,7 @@ class GaussianRBM(Model):
     def trained_matrix(self, params):
         return params["W"]
 
-    def observables(self, params, params0, problem, test, hp):
+    def observables(self, params, params0, problem, test, hp, data=None):
         """``k_eigs``: eigenvalues of ``K``, ascending (``N_v``); ``xi2``: ``σ_h² ξ²``, the
         eigenvalues of ``σ_h² WᵀW``, ascending (``N_h``), whose fixed points are
         :func:`fixed_points`.

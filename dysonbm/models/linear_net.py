@@ -344,7 +344,7 @@ class LinearNet(Model):
     def trained_matrix(self, params):
         return self.product(params)
 
-    def observables(self, params, params0, problem, test, hp):
+    def observables(self, params, params0, problem, test, hp, data=None):
         w1, w2 = params["w1"], params["w2"]
         balance = w1 @ w1.T - w2.T @ w2
         balance0 = params0["w1"] @ params0["w1"].T - params0["w2"].T @ params0["w2"]

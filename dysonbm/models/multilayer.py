@@ -136,7 +136,7 @@ class Multilayer(Model):
     def trained_matrix(self, params):
         return params
 
-    def observables(self, params, params0, problem, test, hp):
+    def observables(self, params, params0, problem, test, hp, data=None):
         """Phase-diagram observables on the shared test set (SCIENCE.md §3.3).
 
             q            (1/(nK)) Σ_nk s⁰_nk s_nk           overlap with the initial features
@@ -147,8 +147,16 @@ class Multilayer(Model):
             V_t_paper    V_t from Ṽ_paper (the published criterion's)
             level_drift  K̃_ii,  pair_noise Ṽ_ij               coefficients of the level SDE
             pair_noise_paper  Ṽ_paper = Uᵀ Var_n(dX_n) U      the published noise matrix
-            level_ito    C̃_ii,  level_stiffness γ_i           its Itô term and drift slope
-                                                 (``level_sde`` only; `dysonbm.observables.level_terms`)
+
+        With ``level_sde``, the coefficients of the level SDE (`dysonbm.analysis.level_sde`), on
+        the data the replica trains on (``data``; the test set without it), because SGD's drift
+        and noise are those of its own samples: on the test set the mean gradient stays finite
+        where training converges, and the per-sample spread is larger than the training set's.
+
+            sde_drift    K̄_ii of the full-batch gradient,  sde_step  S_ii, the O(α) term
+                                                 (`dysonbm.observables.data_step_terms`)
+            sde_noise    Ṽ_ij,  sde_ito  C̃_ii,  sde_stiffness  γ_i   on the first n_test training
+                                                 samples (`dysonbm.observables.level_terms`)
 
         Per-level arrays are stored in the ascending order of ``gram`` (the package's one order
         for spectra); `dysonbm.observables` computes in the published descending basis.
@@ -180,14 +188,31 @@ class Multilayer(Model):
             "pair_noise_paper": m["noise_paper"][::-1, ::-1],
         }
         if self.level_sde:
-            ito, stiffness = obs.level_terms(
-                params, lambda w: per_sample_grads_from_features(w, z, phi0, y, self.activation))
-            out["level_ito"], out["level_stiffness"] = up(ito), up(stiffness)
+            out.update(self._sde_coefficients(params, problem, test, hp, data))
         return out
+
+    def _sde_coefficients(self, params, problem, test, hp, data):
+        """The ``sde_*`` observables (``observables``), levels ascending."""
+        batch, mask = data if data is not None else (test, jnp.ones_like(test["y"]))
+        full = -jax.grad(self.loss)(params, batch, mask, problem, hp)
+        # the noise, Itô and slope terms need per-sample gradients, K of them JVPs for the
+        # slope: a subset of test-set size keeps their cost that of the published criterion
+        m = min(test["y"].shape[0], mask.shape[0])
+        phi0, y, weights = batch["phi0"][:m], batch["y"][:m], mask[:m]
+
+        def grads(w):
+            return per_sample_grads_from_features(w, problem["Z"], phi0, y, self.activation)
+
+        drift, step = obs.data_step_terms(params, full)
+        noise = obs.increment_moments(params, grads(params), weights)["noise"]
+        ito, stiffness = obs.level_terms(params, grads, weights)
+        return {"sde_drift": drift[::-1], "sde_step": step[::-1], "sde_noise": noise[::-1, ::-1],
+                "sde_ito": ito[::-1], "sde_stiffness": stiffness[::-1]}
 
     def observable_axes(self):
         return {
             "q": (), "hs": (), "gram": ("level",), "mean_spacing": (), "K_t": (), "V_t": (),
             "level_drift": ("level",), "pair_noise": ("level", "level2"), "pair_noise_paper": ("level", "level2"),
-            **({"level_ito": ("level",), "level_stiffness": ("level",)} if self.level_sde else {}),
+            **({"sde_drift": ("level",), "sde_step": ("level",), "sde_noise": ("level", "level2"),
+                "sde_ito": ("level",), "sde_stiffness": ("level",)} if self.level_sde else {}),
         }

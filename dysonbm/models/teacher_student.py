@@ -203,7 +203,7 @@ class TeacherStudent(Model):
     def trained_matrix(self, params):
         return params
 
-    def observables(self, params, params0, problem, test, hp):
+    def observables(self, params, params0, problem, test, hp, data=None):
         return {"error_fro2": jnp.sum((params - problem["teacher"]) ** 2)}
 
     def observable_axes(self):

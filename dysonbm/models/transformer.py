@@ -211,7 +211,7 @@ class Transformer(Model):
             out[f"{kind}_eigs"] = linalg.eigvalsh(x.reshape((-1,) + x.shape[-2:])).reshape(x.shape[:-1])
         return out
 
-    def observables(self, params, params0, problem, test, hp):
+    def observables(self, params, params0, problem, test, hp, data=None):
         return {"val_bits": self.bits(params, problem, "val"), "train_bits": self.bits(params, problem, "train"),
                 **self.spectra_of(params)}
 

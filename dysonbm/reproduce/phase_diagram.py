@@ -210,7 +210,9 @@ def langevin_table(checks: list[dict]) -> list[dict]:
             "SGD λ": s["lam"], "Langevin λ": f"{g['lam']:.3g} ± {g['se']['u'] / (c['steps'][1] - c['steps'][0]):.2g}",
             "SGD Δln d": f"{s['net']['d']:+.3f} ± {s['se']['d']:.3f}",
             "Langevin Δln d": f"{g['net']['d']:+.3f} ± {g['se']['d']:.3f}",
-            "agree?": "yes" if c["agree"] else "no", "forced": f"{c['forced']:.0%}",
+            "agree?": "yes" if c["agree"] else "no",
+            "top level dx/dτ, SGD / SDE": "{sgd:.3g} / {sde:.3g} ± {se:.2g}".format(**c["top_velocity"]),
+            "forced": f"{c['forced']:.0%}",
         })
     return rows
 
@@ -484,16 +486,22 @@ def langevin_section(checks, times, dense) -> list[str]:
     n_agree = lambda rows: sum(c["agree"] for c in rows)  # noqa: E731
     return [
         "## Langevin cross-check: the level SDE with measured coefficients", "",
-        "The levels x_i of X = W Wᵀ follow, in τ = α·n, dx_i = [K̃_ii + T Σ_j Ṽ_ij/(x_i − x_j) + T C̃_ii] dτ "
-        "+ sqrt(T Ṽ_ii) dB_i, with the drift K̃, the pair noise Ṽ, the Itô term C̃ (the dW dWᵀ part of dX) and the "
-        "drift's slope γ_i = −∂K̃_ii/∂x_i all measured from the network at each snapshot (`dysonbm.analysis.level_sde`). "
+        "The levels x_i of X = W Wᵀ follow, in τ = α·n, dx_i = [K̄_ii + α S_ii + T Σ_j Ṽ_ij/(x_i − x_j) + T C̃_ii] dτ "
+        "+ sqrt(T Ṽ_ii) dB_i, with the drift K̄ of the full-batch gradient, the O(α) term S of the discrete step, "
+        "the pair noise Ṽ, the Itô term C̃ (the dW dWᵀ part of dX) and the drift's slope γ_i all measured from the "
+        "network at each snapshot on the replica's own training data (`dysonbm.analysis.level_sde`; Ṽ, C̃ and γ on "
+        "its first n_test samples), not on the test set of the published criterion: SGD's drift and noise are those "
+        "of the samples it trains on. "
         "From every replica's levels at snapshot k, with its coefficients at k held fixed (the drift linearised in "
         "the level, restoring slopes only), the SDE is integrated over the interval to snapshot k+1 "
         f"({LANGEVIN_DRAWS} noise draws); the predicted and the SGD log changes are summed over the intervals and "
         "averaged over replicas (± standard error over replicas). Regime (`level_sde.regime`, same rule for both): "
         "frozen if ū, d and x_1 all change by less than 10 %; convergence if the distance d = max_i |x_i − x_i*| "
         "to the teacher's levels falls; growth if d and the mean spacing ū both grow; undetermined if the deciding "
-        "sign is within 2 standard errors of 0. λ = Σ ln(ū_{k+1}/ū_k) per SGD step.",
+        "sign is within 2 standard errors of 0. λ = Σ ln(ū_{k+1}/ū_k) per SGD step. The coefficients are tested "
+        "apart from the regime statistics by the velocity of the largest level: SGD's mean (x_K(t_{k+1}) − x_K(t_k))/Δτ "
+        "against the SDE's deterministic velocity at t_k (drift, Itô and Coulomb terms), ± the standard error of "
+        "their difference over replicas.",
         "",
         f"Early window: a run at these points with snapshots every {LANGEVIN_EVERY} steps over the first "
         f"{LANGEVIN_STEPS} steps ({len(dense.points) if dense is not None else '?'} points, "
@@ -508,7 +516,7 @@ def langevin_section(checks, times, dense) -> list[str]:
                   for c in checks if not c["agree"]) + ".",
         "",
         "Terms of the largest level's SDE at the start of the intervals (medians over replicas and intervals): the "
-        "drift K̃_11, the Coulomb push T Σ_j Ṽ_1j/(x_1 − x_j), the Itô term T C̃_11, the noise over one interval "
+        "drift K̄_11 + α S_11, the Coulomb push T Σ_j Ṽ_1j/(x_1 − x_j), the Itô term T C̃_11, the noise over one interval "
         "sqrt(T Ṽ_11/Δτ), and γ_1Δτ (≫ 1: the drift relaxes the level within one interval).",
         "", _table([{"point": c["name"], "window": c["window"], **c["top_terms"]} for c in checks if c["top_terms"]]), "",
         "Limits of a one-interval prediction: K̃ and Ṽ depend on all of W, not on the levels alone, and are held "
