@@ -94,6 +94,9 @@ def test_vmapped_replicas_equal_python_loop_bitwise(make):
 
 
 @pytest.mark.parametrize("make", [lambda: ml_cfg(replicas=64, steps=20, every=10, record={"weights": True}),
+                                  # the level-SDE coefficients, on each replica's training data
+                                  lambda: ml_cfg(replicas=64, steps=20, every=10,
+                                                 model={"name": "multilayer", "level_sde": True}),
                                   lambda: ts_cfg(replicas=64, steps=20, every=10, record={"weights": True}),
                                   lambda: ts_cfg(replicas=64, steps=20, every=10, protocol="fixed",
                                                  record={"weights": True}, ensemble={"problem": "replica"})])
