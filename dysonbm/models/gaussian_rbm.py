@@ -316,7 +316,11 @@ class GaussianRBM(Model):
             )
         hp = self.live(params, hp)
         w = params["W"]
-        phi = self.gibbs(w, aux["phi"], key, hp)
+        power, shift, cov = self._gibbs_law(w, hp)
+        kernel = self._kernel(w, hp)
+        # both factors in one unrolled Cholesky: its cost is in the number of operations
+        chol, chol_k = linalg.cholesky(jnp.stack([cov, kernel]))
+        phi = self._gibbs_draw(aux["phi"], key, power, shift, chol)
         model_term = _phase(phi, mask, w, hp)
         if self.data_term == "exact":
             data_term = _sigma2(hp) * problem["cov"] @ w
@@ -327,7 +331,7 @@ class GaussianRBM(Model):
         grads = {"W": model_term - data_term}
         model_scalars = _scalar_phases(phi, mask, w, hp)
         grads.update({name: data_scalars[name] - model_scalars[name] for name in self.learn})
-        return self._nll(w, problem, hp), grads, {"phi": phi}
+        return self._nll(w, problem, hp, (kernel, chol_k)), grads, {"phi": phi}
 
     def loss(self, params, batch, mask, problem, hp):
         """Exact population NLL per target sample (``batch`` and ``mask`` unused)."""
@@ -393,9 +397,14 @@ class GaussianRBM(Model):
         enters the update (the hidden units are Rao–Blackwellised), so the training is the
         same Markov chain in law.
         """
+        power, shift, cov = self._gibbs_law(w, hp)
+        return self._gibbs_draw(phi, key, power, shift, linalg.cholesky(cov))
+
+    def _gibbs_law(self, w, hp):
+        """``(Aᵏ, c Σ_{j<k} Aʲ, Σ_k)`` of `gibbs`."""
         s2 = _sigma2(hp)
         mu2 = hp["mu2"]
-        eye = jnp.eye(self.n_visible, dtype=phi.dtype)
+        eye = jnp.eye(self.n_visible, dtype=w.dtype)
         a = s2 * (w @ w.T) / mu2
         c = hp["eta"] * jnp.sum(w, axis=1) / mu2
         k = self.gibbs_steps
@@ -408,7 +417,10 @@ class GaussianRBM(Model):
             if j == k // 2:
                 half = square
         power = half @ a if k % 2 else half  # Aᵏ = (A²)^⌊k/2⌋ (· A)
-        chol = linalg.cholesky((a + eye) @ even / mu2)
+        return power, shift, (a + eye) @ even / mu2
+
+    def _gibbs_draw(self, phi, key, power, shift, chol):
+        """φ_k = φ₀Aᵏ + c Σ Aʲ + z Lᵀ, with L the Cholesky factor of Σ_k."""
         z = counter_rng.normal(key, (phi.shape[0], self.n_visible), phi.dtype)
         return phi @ power + shift + z @ chol.T
 
@@ -439,10 +451,13 @@ class GaussianRBM(Model):
         eye = jnp.eye(self.n_visible, dtype=w.dtype)
         return hp["mu2"] * eye - _sigma2(hp) * w @ w.T
 
-    def _factor(self, w, hp):
-        """``K``, its Cholesky factor (NaN if not positive definite), the ok flag and ``b = W η``."""
-        kernel = self._kernel(w, hp)
-        chol = linalg.cholesky(kernel)
+    def _factor(self, w, hp, factored=None):
+        """``K``, its Cholesky factor (NaN if not positive definite), the ok flag and ``b = W η``;
+        ``factored``: ``(K, L)`` computed already."""
+        if factored is None:
+            kernel = self._kernel(w, hp)
+            factored = kernel, linalg.cholesky(kernel)
+        kernel, chol = factored
         return kernel, chol, jnp.all(jnp.isfinite(chol)), hp["eta"] * jnp.sum(w, axis=1)
 
     def _marginal(self, w, hp):
@@ -450,9 +465,9 @@ class GaussianRBM(Model):
         _, chol, ok, b = self._factor(w, hp)
         return chol, linalg.cho_solve(chol, b), ok
 
-    def _nll(self, w, problem, hp):
+    def _nll(self, w, problem, hp, factored=None):
         """``½ [tr(K K_φ⁻¹) − log det K + bᵀK⁻¹b + N log 2π]``, ``+inf`` if ``K`` is not positive definite."""
-        kernel, chol, ok, b = self._factor(w, hp)
+        kernel, chol, ok, b = self._factor(w, hp, factored)
         half = linalg.solve_lower(chol, b)  # bᵀK⁻¹b = |L⁻¹b|²: one triangular solve, not two
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
         nll = 0.5 * (
