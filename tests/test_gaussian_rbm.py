@@ -154,7 +154,8 @@ def test_exact_gradient_is_minus_loglikelihood_gradient(kernel, eta):
         hp = make_hp(model, mu2=7.0, sigma_h=1.3, eta=eta)
         params = {"W": 0.4 * jax.random.normal(jax.random.key(4), (N, 6), jnp.float64)}
         exact = model.exact_grad(params, problem, hp)["W"]
-        auto = jax.grad(lambda p: model.loss(p, None, None, problem, hp))(params)["W"]
+        # autodiff of the NLL itself (``loss`` carries exact_grad as its derivative)
+        auto = jax.grad(lambda p: model._nll(p["W"], problem, hp))(params)["W"]
         # float64: the two agree to rounding, far inside the 1e-5 relative budget
         assert float(jnp.max(jnp.abs(exact - auto))) <= 1e-5 * float(jnp.max(jnp.abs(auto)))
         if eta == 0.0:  # the SCIENCE.md form −σ_h² (C_target − C_model) W
@@ -162,6 +163,31 @@ def test_exact_gradient_is_minus_loglikelihood_gradient(kernel, eta):
             k_inv = jnp.linalg.inv(hp["mu2"] * jnp.eye(N) - s2 * w @ w.T)
             science = -s2 * (problem["cov"] - k_inv) @ w
             np.testing.assert_allclose(exact, science, rtol=1e-10, atol=1e-14)
+
+
+def test_loss_derivatives_are_those_of_the_nll_in_every_argument():
+    """``loss``'s closed-form derivative equals autodiff through the factorisation: in W and in
+    the learnt scalars (exact_grad), and in a setting of ``hp`` (the fallback rule), under
+    jit and vmap as the engine calls it."""
+    with enable_x64():
+        model = GaussianRBM(n_visible=5, n_hidden=4, m2=1.0, mu2=7.0, learn=["eta", "sigma_h"])
+        problem = model.problem(None)
+        hp = make_hp(model, eta=0.3)
+        params = {"W": 0.4 * jax.random.normal(jax.random.key(4), (5, 4), jnp.float64),
+                  "eta": jnp.asarray(0.3), "sigma_h": jnp.asarray(1.1)}
+        plain = lambda p, h: model._nll(p["W"], problem, model.live(p, h))  # noqa: E731
+        closed = lambda p, h: model.loss(p, None, None, problem, h)  # noqa: E731
+        g_closed, g_plain = jax.jit(jax.grad(closed))(params, hp), jax.grad(plain)(params, hp)
+        for name in params:
+            np.testing.assert_allclose(g_closed[name], g_plain[name], rtol=1e-9, atol=1e-12, err_msg=name)
+        d_mu2 = jax.grad(lambda m: closed(params, {**hp, "mu2": m}))(jnp.asarray(hp["mu2"]))
+        np.testing.assert_allclose(d_mu2, jax.grad(lambda m: plain(params, {**hp, "mu2": m}))(jnp.asarray(hp["mu2"])),
+                                   rtol=1e-9)
+        assert abs(float(d_mu2)) > 1e-3
+        batch = jax.tree_util.tree_map(lambda x: jnp.stack([x, 1.5 * x]), params)
+        v = jax.jit(jax.vmap(jax.grad(lambda p: closed(p, hp))))(batch)
+        np.testing.assert_allclose(v["W"][1], jax.grad(plain)({k: 1.5 * x for k, x in params.items()}, hp)["W"],
+                                   rtol=1e-9, atol=1e-12)
 
 
 # -- Gibbs chains and the sampled gradient ----------------------------------------------------
