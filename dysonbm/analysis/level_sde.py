@@ -12,10 +12,9 @@ the Itô term of X = W Wᵀ (`dysonbm.observables.level_terms`). All are measure
 network at SGD snapshots; the multilayer model records them with the drift's slope γ_i in the
 level, on the replica's training data: the test set's mean gradient has an error of
 O(1/sqrt(n_test)) against a drift that vanishes as training converges, an error that does
-not average out over the intervals of one replica, and its per-sample spread exceeds the
-training set's once the network fits its data. The SDE itself, with
-fixed coefficients, is the kernel `dysonbm.sde.LevelSDE` (`dysonbm.sde.integrate_levels`);
-this module holds the science around it:
+not average out over the intervals of one replica. The SDE itself, with fixed coefficients,
+is the kernel `dysonbm.sde.LevelSDE` (`dysonbm.sde.integrate_levels`); this module holds the
+science around it:
 
 - `cross_check`: at one grid point of a multilayer run, start from the SGD levels at each
   snapshot, integrate with that replica's coefficients over the interval to the next

@@ -151,7 +151,7 @@ class Multilayer(Model):
         With ``level_sde``, the coefficients of the level SDE (`dysonbm.analysis.level_sde`), on
         the data the replica trains on (``data``; the test set without it), because SGD's drift
         and noise are those of its own samples: on the test set the mean gradient stays finite
-        where training converges, and the per-sample spread is larger than the training set's.
+        where training converges.
 
             sde_drift    K̄_ii of the full-batch gradient,  sde_step  S_ii, the O(α) term
                                                  (`dysonbm.observables.data_step_terms`)
