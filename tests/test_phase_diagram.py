@@ -237,7 +237,7 @@ def test_quick_level_sde_coefficients_give_sgds_velocity_of_the_top_level(quick)
     deterministic velocity of the largest level is SGD's within 3 standard errors over
     replicas, and where the level moves fast (paramagnetic, glassy) that standard error is
     under 20 % of the velocity. The test set's coefficients (the published criterion's) fail
-    the second part: their sampling error gave standard errors of 40-50 % there."""
+    the second part: their sampling error gave standard errors of 38 % and 48 % there."""
     out, _, _, _ = quick
     rows = [r for r in json.loads((out / "langevin.json").read_text()) if r["window"] == "early"]
     assert {"ordered", "paramagnetic", "glassy"} <= {r["name"] for r in rows}
