@@ -96,7 +96,7 @@ def increment_moments(W: Array, g: Array, weights: Array | None = None) -> dict:
     x, U = x[::-1], U[:, ::-1]
     dX = increments(W, g)
     P = jnp.einsum("ai,nab,bj->nij", U, dX, U)
-    drift = jnp.mean(P, axis=0) if weights is None else _mean(P, weights)
+    drift = _mean(P, weights)
     dev = P - drift
     raw = dX - _mean(dX, weights)
     # sums in an order fixed by the shapes alone (`tree_sum`): a matrix product inside the
@@ -104,7 +104,7 @@ def increment_moments(W: Array, g: Array, weights: Array | None = None) -> dict:
     var_dx = _mean(raw * raw, weights)
     return {
         "drift": drift,
-        "noise": jnp.mean(dev * dev, axis=0) if weights is None else _mean(dev * dev, weights),
+        "noise": _mean(dev * dev, weights),
         "noise_paper": _ordered_matmul(_ordered_matmul(U.T, var_dx), U),
         "levels": x,
     }

@@ -196,12 +196,9 @@ def top_level_terms(x, drift, coef: LevelCoefficients, T: float, dtau: float) ->
     `interval_inputs`): ``drift`` D_K, ``coulomb`` T Σ_j Ṽ_Kj/(x_K − x_j), ``ito`` T C̃_KK,
     ``noise`` sqrt(T Ṽ_KK/Δτ) (the noise as a velocity over one interval) and ``gamma_dtau``
     γ_K·Δτ (≫ 1: fluctuations of the level relax within the interval)."""
-    x = np.asarray(x, dtype=float)
     gamma = np.asarray(coef.stiffness, dtype=float)
     pair = np.asarray(coef.pair, dtype=float)
-    d = x[..., -1:] - x[..., :-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        coulomb = T * np.sum(pair[..., -1, :-1] / d, axis=-1)
+    coulomb = velocity(x, np.zeros_like(drift), pair, np.zeros_like(drift), T)[..., -1]
     terms = {"drift": np.asarray(drift, dtype=float)[..., -1], "coulomb": coulomb,
              "ito": T * np.asarray(coef.ito, dtype=float)[..., -1],
              "noise": np.sqrt(T * np.maximum(pair[..., -1, -1], 0.0) / dtau), "gamma_dtau": gamma[..., -1] * dtau}
