@@ -64,24 +64,24 @@ def cholesky(x):
     vectorises across replicas (a library call per matrix per step would dominate a small
     model's step) and is differentiated by JAX directly. Larger matrices use LAPACK.
     """
-    x = 0.5 * (x + jnp.swapaxes(x, -1, -2))
     if x.shape[-1] <= SMALL:
         return _cholesky_unrolled(x)
-    return _cholesky_lapack(x)
+    return _cholesky_lapack(0.5 * (x + jnp.swapaxes(x, -1, -2)))
 
 
 def _cholesky_unrolled(a):
+    # column j: L_ij = (a_ij − Σ_{k<j} L_ik L_jk) / L_jj for i ≥ j, the sum as one
+    # matrix–vector product per column (per-term updates cost 2× under vmap); a is
+    # symmetrised a column at a time, which a transpose of the whole batch would cost 1.5×
     n = a.shape[-1]
-    cols = []
+    chol = jnp.zeros_like(a)
     for j in range(n):
-        # L_ij = (a_ij − Σ_{k<j} L_ik L_jk) / L_jj for i ≥ j
-        partial = a[..., :, j]
-        for k in range(j):
-            partial = partial - cols[k] * cols[k][..., j:j + 1]
-        diag = jnp.sqrt(partial[..., j:j + 1])
+        partial = 0.5 * (a[..., :, j] + a[..., j, :])
+        if j:
+            partial = partial - jnp.einsum("...ik,...k->...i", chol[..., :, :j], chol[..., j, :j])
         below = (jnp.arange(n) >= j).astype(a.dtype)
-        cols.append(below * partial / diag)
-    return jnp.stack(cols, axis=-1)
+        chol = chol.at[..., :, j].set(below * partial / jnp.sqrt(partial[..., j:j + 1]))
+    return chol
 
 
 @jax.custom_jvp

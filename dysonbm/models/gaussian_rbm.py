@@ -323,15 +323,12 @@ class GaussianRBM(Model):
         # both factors in one unrolled Cholesky: its cost is in the number of operations
         chol, chol_k = linalg.cholesky(jnp.stack([cov, kernel]))
         phi = self._gibbs_draw(aux["phi"], key, power, shift, chol)
-        model_term = _phase(phi, mask, w, hp)
+        model_term, model_scalars = _phases(*_moments(phi, mask), w, hp)
         if self.data_term == "exact":
-            data_term = _sigma2(hp) * problem["cov"] @ w
-            data_scalars = _exact_scalar_phases(problem["cov"], jnp.zeros(self.n_visible, w.dtype), w, hp)
+            data_term, data_scalars = _phases(problem["cov"], jnp.zeros(self.n_visible, w.dtype), w, hp)
         else:
-            data_term = _phase(batch, mask, w, hp)
-            data_scalars = _scalar_phases(batch, mask, w, hp)
+            data_term, data_scalars = _phases(*_moments(batch, mask), w, hp)
         grads = {"W": model_term - data_term}
-        model_scalars = _scalar_phases(phi, mask, w, hp)
         grads.update({name: data_scalars[name] - model_scalars[name] for name in self.learn})
         return self._nll(w, problem, hp, (kernel, chol_k)), grads, {"phi": phi}
 
@@ -406,23 +403,19 @@ class GaussianRBM(Model):
         return self._gibbs_draw(phi, key, power, shift, linalg.cholesky(cov))
 
     def _gibbs_law(self, w, hp):
-        """``(Aᵏ, c Σ_{j<k} Aʲ, Σ_k)`` of `gibbs`."""
-        s2 = _sigma2(hp)
+        """``(Aᵏ, c Σ_{j<k} Aʲ, Σ_k)`` of `gibbs`.
+
+        ``Σ_k = C Σ_{j<k} A²ʲ = Σ_{j<2k} Aʲ / μ² = S (1 + Aᵏ) / μ²`` with ``S = Σ_{j<k} Aʲ``:
+        k products of N_v × N_v matrices, not the 2k − 1 of the sum of even powers.
+        """
         mu2 = hp["mu2"]
-        eye = jnp.eye(self.n_visible, dtype=w.dtype)
-        a = s2 * (w @ w.T) / mu2
+        a = _sigma2(hp) * (w @ w.T) / mu2
         c = hp["eta"] * jnp.sum(w, axis=1) / mu2
-        k = self.gibbs_steps
-        a2 = a @ a
-        square, even, shift, half = eye, eye, c, eye  # (A²)ʲ, Σ_{i≤j} A²ⁱ, c Σ_{i≤j} Aⁱ at j = 0
-        for j in range(1, k):
-            square = square @ a2
-            even = even + square
-            shift = shift @ a + c
-            if j == k // 2:
-                half = square
-        power = half @ a if k % 2 else half  # Aᵏ = (A²)^⌊k/2⌋ (· A)
-        return power, shift, (a + eye) @ even / mu2
+        power, partial = a, jnp.eye(self.n_visible, dtype=w.dtype)  # Aʲ and Σ_{i<j} Aⁱ at j = 1
+        for _ in range(1, self.gibbs_steps):
+            partial = partial + power
+            power = power @ a
+        return power, c @ partial, (partial + partial @ power) / mu2
 
     def _gibbs_draw(self, phi, key, power, shift, chol):
         """φ_k = φ₀Aᵏ + c Σ Aʲ + z Lᵀ, with L the Cholesky factor of Σ_k."""
@@ -517,29 +510,29 @@ def _sigma2(hp):
     return hp["sigma_h"] ** 2
 
 
-def _phase(phi, mask, w, hp):
-    """Masked mean of ``φ ĥ(φ)ᵀ`` with ``ĥ = η + σ_h² Wᵀφ`` (Rao–Blackwellised ``⟨φ hᵀ⟩``)."""
-    # zero the padding first: 0 × (inf or NaN) in an unused slot must not leak into the mean
+def _moments(phi, mask):
+    """Masked second moment ``⟨φφᵀ⟩`` and mean ``⟨φ⟩`` of the rows of ``phi``: every phase of
+    the update is a function of these two, so the chains are read once."""
+    # zero the padding first: 0 × (inf or NaN) in an unused slot must not leak into the means
     phi = jnp.where(mask[:, None] > 0, phi, 0.0)
-    h_mean = hp["eta"] + _sigma2(hp) * phi @ w
-    # masked_mean of the outer products, contracted directly: no (B, N_v, N_h) intermediate
-    return jnp.einsum("b,bi,bj->ij", mask, phi, h_mean) / jnp.sum(mask)
+    count = jnp.sum(mask)
+    return jnp.einsum("b,bi,bj->ij", mask, phi, phi) / count, mask @ phi / count
 
 
-def _scalar_phases(phi, mask, w, hp):
-    """Masked means of ``∂E/∂θ`` over ``h|φ`` for the scalars of ``LEARNABLE`` (module docstring)."""
-    phi = jnp.where(mask[:, None] > 0, phi, 0.0)
-    proj = phi @ w  # Wᵀφ per row
-    per_row = {"mu2": 0.5 * jnp.sum(phi * phi, axis=1), "eta": -jnp.sum(proj, axis=1),
-               "sigma_h": -hp["sigma_h"] * jnp.sum(proj * proj, axis=1)}
-    return {name: jnp.sum(mask * v) / jnp.sum(mask) for name, v in per_row.items()}
+def _phases(second, mean, w, hp):
+    """``⟨φ ĥᵀ⟩`` with ``ĥ = η + σ_h² Wᵀφ`` (the Rao–Blackwellised ``⟨φ hᵀ⟩``) and the means of
+    ``∂E/∂θ`` over ``h|φ`` for the scalars of ``LEARNABLE`` (module docstring), for ``φ`` with
+    second moment ``second`` and mean ``mean``."""
+    w_second = second @ w
+    phase = _sigma2(hp) * w_second + hp["eta"] * mean[:, None]
+    scalars = {"mu2": 0.5 * jnp.trace(second), "eta": -jnp.sum(mean @ w),
+               "sigma_h": -hp["sigma_h"] * jnp.sum(w * w_second)}
+    return phase, scalars
 
 
 def _exact_scalar_phases(cov, mean, w, hp):
-    """`_scalar_phases` averaged over ``φ ~ N(mean, cov)`` in closed form."""
-    proj = w.T @ mean
-    return {"mu2": 0.5 * (jnp.trace(cov) + mean @ mean), "eta": -jnp.sum(proj),
-            "sigma_h": -hp["sigma_h"] * (jnp.sum(w * (cov @ w)) + proj @ proj)}
+    """The scalars' phases of `_phases` for ``φ ~ N(mean, cov)``."""
+    return _phases(cov + jnp.outer(mean, mean), mean, w, hp)[1]
 
 
 def _validated_kernel(kernel, n_visible: int) -> tuple[tuple[float, ...], ...]:
