@@ -3,8 +3,8 @@
     python benchmarks/check_dry_run.py rbm_linear_scaling replicas=128 steps=1000 snapshot_every=50
     python benchmarks/check_dry_run.py multilayer_paper replicas=2 steps=4000 snapshot_every=200
 
-The estimate is the dry run's (`runner.calibrate`: a chunk's init, steps and snapshots timed
-apart, times the chunks, plus the calibration's compile); the measurement is `runner.run`
+The estimate is the dry run's (`runner.estimate`: per padding, a chunk's init, steps and
+snapshots timed apart, times its chunks, plus the calibrations' compile); the measurement is `runner.run`
 of the same plan, compile included, in the same process.
 """
 
@@ -24,14 +24,13 @@ def main(argv: list[str]) -> int:
     name, overrides = argv[0], config.parse_set_args(argv[1:])
     cfg = config.load(presets.path(name), overrides)
     plan = runner.Plan(cfg)
-    cal = runner.calibrate(plan)
-    per_chunk = cal["init_s"] + cal["per_chunk_step_s"] * cfg.steps + cal["snapshot_s"] * plan.n_intervals
-    estimate = per_chunk * plan.n_chunks + cal["compile_s"]
+    est = runner.estimate(plan)
+    estimate = est["total_s"]
     t0 = time.perf_counter()
     runner.run(cfg, progress=False)
     measured = time.perf_counter() - t0
     print(f"{name} {' '.join(argv[1:])}: {plan.n_chunks} chunks, estimated {estimate:.1f} s "
-          f"(compile {cal['compile_s']:.1f} s), measured {measured:.1f} s, ratio {measured / estimate:.2f}")
+          f"(compile {est['compile_s']:.1f} s), measured {measured:.1f} s, ratio {measured / estimate:.2f}")
     return 0
 
 

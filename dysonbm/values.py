@@ -10,7 +10,7 @@ HP_BASE = ("lr", "batch_size", "init_std")
 INT32_MAX = 2**31 - 1  # steps, batch sizes and replica ids are int32 on device
 
 # model fields the runner sets itself, never read from a config
-RUNNER_SET = {"chains": "set by the runner to the largest batch size of the grid (train.batch_size, sweep.batch_size)"}
+RUNNER_SET = {"chains": "set by the runner to each grid point's batch size (train.batch_size, sweep.batch_size)"}
 
 
 class ConfigError(ValueError):

@@ -153,7 +153,7 @@ def toml(doc: dict) -> str:
     return "\n".join(lines + tables) + "\n"
 
 
-def _no_calibration(plan, steps=300):
+def _no_calibration(plan, steps=300, chunk=0):
     return {"compile_s": 0.0, "init_s": 0.0, "per_chunk_step_s": 0.0, "snapshot_s": 0.0, "steps": 0}
 
 

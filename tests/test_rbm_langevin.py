@@ -266,7 +266,7 @@ def test_the_quick_rbm_langevin_config_is_valid():
 
     cfg = config.load(sgd_langevin_rbm.CONFIG, sgd_langevin_rbm.SGD_QUICK)
     assert cfg.record.weights and cfg.snapshot_every == 20
-    assert max(p["batch_size"] for p in config.grid_points(cfg)) == 16  # chains pad to the largest |B|
+    assert max(p["batch_size"] for p in config.grid_points(cfg)) == 16  # |B| chains per replica
     assert set(sgd_langevin_rbm.OUTPUTS) <= set(sgd_langevin.OUTPUTS) and "rbm" in sgd_langevin.RUNS
 
 

@@ -8,9 +8,10 @@ in ``hp``, a dict of per-replica scalars (traced), so a sweep never recompiles p
 ``hp`` always holds ``lr``, ``batch_size`` (int) and ``init_std``; a model adds the names in
 its ``sweepable`` tuple, whose defaults are the dataclass fields of the same name.
 
-Batches are padded to the largest batch size of the run: ``mask`` is a float vector with
-ones on the first ``batch_size`` entries and zeros after, and every mean over the batch is
-``sum(mask * value) / sum(mask)``, so a replica's numbers do not depend on the padding.
+Batches may be padded beyond ``batch_size`` (the runner pads a chunk to its grid points' own
+batch size; the kernels accept any padding): ``mask`` is a float vector with ones on the first
+``batch_size`` entries and zeros after, and every mean over the batch is
+``sum(mask * value) / sum(mask)``.
 """
 
 from __future__ import annotations

@@ -174,8 +174,8 @@ class GaussianRBM(Model):
 
     Persistent chains: ``aux = {"phi": (chains, N_v)}`` holds one visible configuration per
     chain. Their number is a shape, so it is the static field ``chains``, which the engine
-    must set to the padded (largest) batch size, ``model.replace(chains=B_max)``, before
-    tracing. Chain ``b`` contributes to the model term iff ``mask[b] = 1``, so a replica with
+    sets to the padded batch size, ``model.replace(chains=B)``, before tracing (the runner
+    pads to the batch size of the chunk's grid points). Chain ``b`` contributes to the model term iff ``mask[b] = 1``, so a replica with
     ``hp["batch_size"] = |B|`` averages over exactly ``|B|`` chains; the others are advanced
     but ignored. Chains start in equilibrium with the initial model (exact draws from
     ``N(m, K⁻¹)``), so there is no burn-in transient.
@@ -300,9 +300,11 @@ class GaussianRBM(Model):
         dtype = problem["cov"].dtype
         w = hp["init_std"] * jax.random.normal(k_w, (self.n_visible, self.n_hidden), dtype)
         chol, mean, _ = self._marginal(w, hp)
-        z = jax.random.normal(k_phi, (self.n_visible, self.chains), dtype)
+        # one row of normals per chain, drawn by position: chain c starts the same whatever the
+        # number of chains (the runner pads them to the replica's own batch size)
+        z = counter_rng.normal(k_phi, (self.chains, self.n_visible), dtype)
         # φ = m + L⁻ᵀ z has covariance (L Lᵀ)⁻¹ = K⁻¹; NaN if K is not positive definite
-        phi = mean[None, :] + linalg.solve_lower_transposed(chol, z).T
+        phi = mean[None, :] + linalg.solve_lower_transposed(chol, z.T).T
         return {"W": w, **{name: jnp.asarray(hp[name], dtype) for name in self.learn}}, {"phi": phi}
 
     def loss_and_grad(self, params, aux, batch, mask, key, problem, hp):

@@ -21,8 +21,8 @@ from dysonbm import presets
 
 CONFIG = presets.path("rbm_langevin")
 
-# quick: fewer replicas and steps, and no |B| = 64 point (the chains of every point are padded
-# to the largest batch, so it would make the whole sweep 4× dearer). The slowest mode (κ = 8)
+# quick: fewer replicas and steps, and no |B| = 64 point (its step, 64 chains per replica, costs
+# about twice one of |B| = 16). The slowest mode (κ = 8)
 # first grows from the init's smallest level (~0.01) at 2(1/κ − 1/μ²) ≈ 0.028 per unit τ, about
 # 165 τ, then relaxes at γ = 0.031: the last half of 5000 steps at α = 0.1 (τ from 250 to 500)
 # is barely stationary for it, which the report's trend column checks; α = 0.05 would not be

@@ -1,12 +1,15 @@
 """Chunks of replicas × segments of steps, sharded over devices, checkpointed, resumable.
 
 The grid's P points × R replicas are flattened to global replica ids ``g = p·R + r``. A run
-covers a contiguous range of ids (all of them, or one shard ``i/n``), in chunks of a fixed
-size (the last one padded with copies, which are discarded), each chunk one jitted program
-whose replica axis is split over the local devices by ``shard_map``. Between segments the
+covers a contiguous range of ids (all of them, or one shard ``i/n``), in chunks of at most a
+fixed size (padded with copies of their last replica, which are discarded), each chunk one
+jitted program whose replica axis is split over the local devices by ``shard_map``. A chunk
+holds grid points of one batch size, to which its batches and persistent chains are padded
+(`Plan.padding`): a sweep of batch sizes compiles once per size, and no replica pays for a
+larger batch than its own. Between segments the
 host collects the snapshots, reports progress and writes a checkpoint; nothing crosses to
-the host inside a scan. No number depends on the chunk size, the device count, the shard or
-an interruption: each replica's key is ``fold_in(root, g)``.
+the host inside a scan. No number depends on the chunk size, the device count, the shard, the
+other grid points or an interruption: each replica's key is ``fold_in(root, g)``.
 
 Devices. On CPU each XLA device is one core's worth of work, and XLA exposes a single host
 device unless told otherwise before its first computation. The ``dbm`` command does this for
@@ -42,13 +45,13 @@ Files are written to a temporary name and moved into place with ``os.replace``.
 
 from dysonbm.runner.checkpoint import CHECKPOINT, CheckpointError
 from dysonbm.runner.distributed import run_distributed
-from dysonbm.runner.dryrun import calibrate, dry_run
+from dysonbm.runner.dryrun import calibrate, dry_run, estimate
 from dysonbm.runner.execute import execute, manifest, results_mismatch, run, state_of
 from dysonbm.runner.plan import CPU_BUDGET, DEVICE_FRACTION, HEADROOM, Plan, device_budget, shard_range, simulation
 from dysonbm.runner.progress import Progress
 
 __all__ = [
-    "CHECKPOINT", "CheckpointError", "run_distributed", "calibrate", "dry_run", "execute", "manifest",
+    "CHECKPOINT", "CheckpointError", "run_distributed", "calibrate", "dry_run", "estimate", "execute", "manifest",
     "results_mismatch", "run", "state_of", "CPU_BUDGET", "DEVICE_FRACTION", "HEADROOM", "Plan", "device_budget",
     "shard_range", "simulation", "Progress",
 ]

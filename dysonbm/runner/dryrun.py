@@ -23,8 +23,9 @@ def _seconds(s: float) -> str:
     return f"{s:.3g} s" if s < 60 else _duration(s)
 
 
-def calibrate(plan: Plan, steps: int = 300) -> dict:
-    """Seconds of the first chunk's init, of one chunk-step and of one snapshot, timed apart.
+def calibrate(plan: Plan, steps: int = 300, chunk: int = 0) -> dict:
+    """Seconds of a chunk's init, of one chunk-step and of one snapshot, timed apart, for
+    chunk ``chunk`` (the first by default; chunks of one padding cost the same).
 
     Two programs of ``2h`` steps (``h = steps // 2``), one with a snapshot at the end and one
     with two: their difference is one snapshot's cost and the rest is the steps'. A run whose
@@ -32,17 +33,18 @@ def calibrate(plan: Plan, steps: int = 300) -> dict:
     level-SDE terms) what they cost, whatever the calibration's own spacing.
     """
     h = max(1, steps // 2)
-    one, two = plan.segment_program(2 * h, 1), plan.segment_program(h, 2)
-    _, keys, hp = plan.chunk_inputs(0)
+    pad = plan.chunk_padding(chunk)
+    one, two = plan.segment_program(2 * h, 1, pad.sim), plan.segment_program(h, 2, pad.sim)
+    _, keys, hp = plan.chunk_inputs(chunk)
     t0 = time.perf_counter()
-    state, data, _ = plan.init(keys, hp)
+    state, data, _ = pad.init(keys, hp)
     jax.block_until_ready(state)
     for program in (one, two):  # compile both
         state, obs = program(state, hp, data, jnp.int32(0))
     jax.block_until_ready((state, obs))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    state, data, _ = plan.init(keys, hp)
+    state, data, _ = pad.init(keys, hp)
     jax.block_until_ready((state, data))
     init_s = time.perf_counter() - t0
     elapsed = []
@@ -55,6 +57,25 @@ def calibrate(plan: Plan, steps: int = 300) -> dict:
     per_step = max(elapsed[0] - snapshot, 0.0) / (2 * h)
     return {"compile_s": compile_s, "init_s": init_s, "per_chunk_step_s": per_step, "snapshot_s": snapshot,
             "steps": 4 * h}
+
+
+def estimate(plan: Plan) -> dict:
+    """The calibrated wall time of ``plan``: ``total_s``, ``compile_s`` and, per padding (batch
+    size), ``parts`` ``(batch, seconds per chunk, chunks)``, each from its own calibration
+    (chunks of |B| = 64 cost more than chunks of |B| = 4)."""
+    cfg = plan.cfg
+    members = {}
+    for c in range(plan.n_chunks):
+        members.setdefault(plan.chunk_padding(c).batch, []).append(c)
+    parts, compile_s = [], 0.0
+    for batch, chunks in members.items():
+        cal = calibrate(plan, chunk=chunks[0])
+        per_chunk = cal["init_s"] + cal["per_chunk_step_s"] * cfg.steps + cal["snapshot_s"] * plan.n_intervals
+        parts.append((batch, per_chunk, len(chunks)))
+        compile_s += cal["compile_s"]
+    # the calibration's compile (init and two programs) stands in for the run's (init and one)
+    total = sum(per_chunk * n for _, per_chunk, n in parts) + compile_s
+    return {"total_s": total, "compile_s": compile_s, "parts": parts, "steps": cal["steps"]}
 
 
 def dry_run(plan: Plan, calibration: bool = True) -> str:
@@ -75,11 +96,10 @@ def dry_run(plan: Plan, calibration: bool = True) -> str:
         f"  segments: {plan.n_segments} per chunk of {plan.seg * cfg.snapshot_every} steps",
     ]
     if calibration:
-        cal = calibrate(plan)
-        per_chunk = cal["init_s"] + cal["per_chunk_step_s"] * cfg.steps + cal["snapshot_s"] * plan.n_intervals
-        # the calibration's compile (init and two programs) stands in for the run's (init and one)
-        total = per_chunk * plan.n_chunks + cal["compile_s"]
-        lines.append(f"  estimated wall time: {_seconds(total)} ({_seconds(per_chunk)} per chunk x {plan.n_chunks} "
-                     f"+ compile {cal['compile_s']:.1f} s; from {cal['steps']} calibration steps, a chunk's init, "
-                     f"steps and snapshots timed apart)")
+        est = estimate(plan)
+        several = len(est["parts"]) > 1
+        parts = ", ".join(f"{_seconds(per_chunk)} per chunk x {n}" + (f" at |B| = {batch}" if several else "")
+                          for batch, per_chunk, n in est["parts"])
+        lines.append(f"  estimated wall time: {_seconds(est['total_s'])} ({parts} + compile {est['compile_s']:.1f} s; "
+                     f"from {est['steps']} calibration steps, a chunk's init, steps and snapshots timed apart)")
     return "\n".join(lines)

@@ -38,24 +38,20 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
     fp = plan.fingerprint()
     first_chunk, first_seg, saved, wall_before = 0, 0, None, 0.0
 
-    def rows_of(c):
-        start = c * plan.chunk
-        return np.arange(start, min(start + plan.chunk, plan.n_ids))
-
     if ck is not None and resume and (ck / "position.npz").exists():
         saved = _read_npz(ck / "position.npz", fp)
         first_chunk, first_seg = saved["meta"]["chunk"], saved["meta"]["segments"]
         wall_before = saved["meta"]["wall"]
         for c in range(first_chunk):
             done = _read_npz(ck / f"chunk-{c:05d}.npz", fp)
-            rows = rows_of(c)
+            rows = plan.rows(c)
             for name in collected:
                 collected[name][rows] = done[f"obs_{name}"]
             diverged[rows], diverge_step[rows] = done["diverged"], done["diverge_step"]
             for name in problems:
                 problems[name][rows] = done[f"problem_{name}"]
         if first_seg:
-            rows = rows_of(first_chunk)
+            rows = plan.rows(first_chunk)
             upto = 1 + first_seg * plan.seg
             for name in collected:
                 collected[name][rows, :upto] = saved[f"obs_{name}"]
@@ -68,9 +64,10 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
     programs = _Programs(meter)
     for c in range(first_chunk, plan.n_chunks):
         ids, keys, hp = plan.chunk_inputs(c)
-        rows = rows_of(c)
+        rows = plan.rows(c)
         n_real = len(rows)
-        state, data, obs0 = programs.get("init", plan.init, keys, hp)(keys, hp)
+        pad = plan.chunk_padding(c)
+        state, data, obs0 = programs.get(("init", pad.batch), pad.init, keys, hp)(keys, hp)
         for name, value in data.get("problem", {}).items():
             problems[name][rows] = np.asarray(value)[:n_real]
         s0 = 0
@@ -82,12 +79,12 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
         for s in range(s0, plan.n_segments):
             t0 = s * plan.seg * cfg.snapshot_every
             args = (state, hp, data, jnp.int32(t0))
-            state, obs = programs.get("segment", plan.segment, *args)(*args)
+            state, obs = programs.get(("segment", pad.batch), pad.segment, *args)(*args)
             first = 1 + s * plan.seg
             for name, value in obs.items():
                 collected[name][rows, first:first + plan.seg] = np.asarray(value)[:n_real]
             t_end = t0 + plan.seg * cfg.snapshot_every
-            meter.update(c * plan.chunk * cfg.steps + n_real * t_end, f"chunk {c + 1}/{plan.n_chunks} step {t_end}/{cfg.steps}")
+            meter.update(rows[0] * cfg.steps + n_real * t_end, f"chunk {c + 1}/{plan.n_chunks} step {t_end}/{cfg.steps}")
             if ck is not None and s + 1 < plan.n_segments:
                 wall = wall_before + time.perf_counter() - t_start
                 upto = first + plan.seg
@@ -114,8 +111,8 @@ def execute(plan: Plan, progress: bool = True, checkpoint: str | Path | None = N
 
 class _Programs:
     """The compiled programs of a run, compiled ahead of their first call and timed apart,
-    once per program and argument shapes: every chunk of a run has the same shapes, so a
-    sweep compiles once, whatever its number of grid points."""
+    once per program and argument shapes: the chunks of one padding have the same shapes, so a
+    sweep compiles once per batch size, whatever its number of grid points."""
 
     def __init__(self, meter: Progress):
         self.meter = meter

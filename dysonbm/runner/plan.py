@@ -1,11 +1,12 @@
 """What a run will do before it does it: the replica ids it covers, the chunk size that fits the
-devices' memory, the segments between checkpoints, and the jitted program of one chunk."""
+devices' memory, the chunks and segments between checkpoints, and the jitted programs of a chunk."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,32 @@ def device_budget(devices) -> tuple[int, str]:
     return int(DEVICE_FRACTION * free), f"{DEVICE_FRACTION:.0%} of free device memory"
 
 
+class Padding(NamedTuple):
+    """What the chunks whose batches (and persistent chains) are padded to ``batch`` run."""
+
+    batch: int
+    model: object
+    layout: DataLayout
+    sim: engine.Simulation
+    init: Callable
+    segment: Callable
+
+
+def chunk_ranges(point_batch: list[int], replicas: int, lo: int, hi: int, chunk: int) -> list[tuple[int, int]]:
+    """Replica ids ``[start, stop)`` of each chunk of ``[lo, hi)``: at most ``chunk`` ids, all
+    of grid points of one padded batch size (``point_batch[p]``), in id order."""
+    ranges, start = [], lo
+    while start < hi:
+        p = start // replicas
+        end = (p + 1) * replicas  # the run of consecutive points padded alike ends at `end`
+        while end < hi and point_batch[end // replicas] == point_batch[p]:
+            end += replicas
+        stop = min(start + chunk, end, hi)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
 def data_layout(cfg: Config, max_batch: int) -> DataLayout:
     """The engine's data layout of a config's `[data]` table, for batches of up to ``max_batch``."""
     d = cfg.data
@@ -108,14 +135,12 @@ class Plan:
         self.shard = shard
         self.lo, self.hi = shard_range(self.n_points, self.replicas, *shard) if shard else (0, self.total)
         self.n_ids = self.hi - self.lo
+        # batches and chains are padded to the point's own batch size, so a replica's numbers
+        # never depend on the grid around it; an SDE process has no batch (one padding)
         self.max_batch = max(int(p["batch_size"]) for p in self.points)
-        if "chains" in getattr(model, "__dataclass_fields__", {}):
-            model = model.replace(chains=self.max_batch)  # persistent chains padded like batches
-        self.model = model
+        self.point_batch = [self.max_batch if is_process(model) else int(p["batch_size"]) for p in self.points]
         self.ensemble = resolved_ensemble(cfg, model)
         self.names = hyper_names(model)
-        self.layout = data_layout(cfg, self.max_batch)
-        self.sim = simulation(model, cfg, self.layout)
 
         # local devices: in a multi-process job each process runs its own shard (see module doc)
         all_devices = jax.local_devices()
@@ -132,6 +157,13 @@ class Plan:
         self.n_segments = self.n_intervals // self.seg
         self.steps = np.arange(self.n_intervals + 1) * cfg.snapshot_every
 
+        self._model = model
+        self.paddings: dict[int, Padding] = {}
+        # memory is sized for the largest padding; `model`, `layout`, `sim`, `init` and
+        # `segment` are its
+        top = self.padding(self.max_batch)
+        self.model, self.layout, self.sim, self.init, self.segment = top.model, top.layout, top.sim, top.init, top.segment
+
         # per grid point; a replica's are its point's (`hp_of`): nothing here grows with R
         self.point_hp = {name: np.asarray([p[name] for p in self.points],
                                           np.int32 if name == "batch_size" else jnp.result_type(float))
@@ -145,27 +177,49 @@ class Plan:
         self.footprint = self._footprint()
         requested = chunk_size or cfg.run.chunk_size
         self.auto_chunk = not requested
-        self.chunk = min(requested or self._fitting_chunk(), self.n_ids)  # real replicas
-        self.n_chunks = math.ceil(self.n_ids / self.chunk)
+        self.chunk = min(requested or self._fitting_chunk(), self.n_ids)  # real replicas, at most
+        # a chunk never mixes paddings, so a run has a few more chunks than n_ids / chunk
+        self.ranges = chunk_ranges(self.point_batch, self.replicas, self.lo, self.hi, self.chunk)
+        self.n_chunks = len(self.ranges)
         # slots per chunk: a multiple of the devices and at least two per device (padding):
         # XLA compiles a replica axis of length one as an unbatched program, whose last bits
         # can differ from the batched one
         self.slots = max(2, math.ceil(self.chunk / n_dev)) * n_dev
 
-        # shard_map runs the vmapped program on each device's slice of replicas with no
-        # communication; letting the partitioner propagate shardings instead would gather
-        # around the unpartitionable eigensolver calls at every snapshot.
-        rep = PartitionSpec("replica")
-        self.init = jax.jit(jax.shard_map(
-            engine.init_fn(self.sim), mesh=self.mesh, in_specs=(rep, rep), out_specs=rep, check_vma=False,
-        ))
-        self.segment = self.segment_program(cfg.snapshot_every, self.seg)
+    def padding(self, batch: int) -> Padding:
+        """The model, data layout, simulation and programs of the chunks padded to ``batch``."""
+        if batch not in self.paddings:
+            model = self._model
+            if "chains" in getattr(model, "__dataclass_fields__", {}):
+                model = model.replace(chains=batch)  # persistent chains padded like batches
+            layout = data_layout(self.cfg, batch)
+            sim = simulation(model, self.cfg, layout)
+            # shard_map runs the vmapped program on each device's slice of replicas with no
+            # communication; letting the partitioner propagate shardings instead would gather
+            # around the unpartitionable eigensolver calls at every snapshot.
+            rep = PartitionSpec("replica")
+            init = jax.jit(jax.shard_map(engine.init_fn(sim), mesh=self.mesh, in_specs=(rep, rep), out_specs=rep,
+                                         check_vma=False))
+            self.paddings[batch] = Padding(batch, model, layout, sim, init,
+                                           self.segment_program(self.cfg.snapshot_every, self.seg, sim))
+        return self.paddings[batch]
 
-    def segment_program(self, every: int, snapshots: int):
-        """The jitted, sharded ``run_segment`` for ``snapshots`` intervals of ``every`` steps."""
+    def chunk_padding(self, c: int) -> Padding:
+        """The padding of chunk ``c`` (that of its grid points)."""
+        return self.padding(self.point_batch[self.ranges[c][0] // self.replicas])
+
+    def rows(self, c: int) -> np.ndarray:
+        """Rows of chunk ``c``'s real replicas in the run's results (ids minus ``lo``)."""
+        start, stop = self.ranges[c]
+        return np.arange(start - self.lo, stop - self.lo)
+
+
+    def segment_program(self, every: int, snapshots: int, sim: engine.Simulation | None = None):
+        """The jitted, sharded ``run_segment`` for ``snapshots`` intervals of ``every`` steps
+        (of ``sim``, by default the largest padding's)."""
         rep = PartitionSpec("replica")
         return jax.jit(jax.shard_map(
-            engine.segment_fn(self.sim, every, snapshots, self.cfg.run.unroll), mesh=self.mesh,
+            engine.segment_fn(sim or self.sim, every, snapshots, self.cfg.run.unroll), mesh=self.mesh,
             in_specs=(rep, rep, rep, PartitionSpec()), out_specs=rep, check_vma=False,
         ), donate_argnums=(0,))
 
@@ -224,8 +278,7 @@ class Plan:
 
     def chunk_inputs(self, c: int):
         """Ids, keys and hyperparameters of chunk ``c`` (padded with its last replica)."""
-        start = self.lo + c * self.chunk
-        stop = min(start + self.chunk, self.hi)
+        start, stop = self.ranges[c]
         ids = np.minimum(np.arange(start, start + self.slots), stop - 1)
         hp = self.hp_of(ids)
         put = lambda x: jax.device_put(x, self.batched)  # noqa: E731
@@ -238,6 +291,7 @@ class Plan:
         cfg["run"] = {k: v for k, v in cfg["run"].items() if k not in ("devices", "chunk_size")}
         key = {
             "config": cfg, "points": self.points, "ids": [self.lo, self.hi], "chunk": self.chunk,
-            "slots": self.slots, "segment": self.seg, "dysonbm": __version__, "jax": jax.__version__,
+            "slots": self.slots, "segment": self.seg, "padding": "per point", "dysonbm": __version__,
+            "jax": jax.__version__,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
