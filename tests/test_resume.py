@@ -39,7 +39,8 @@ weights = true
 [run]
 chunk_size = 4
 [[sweep]]
-lr = [0.05, 0.1]
+lr = [0.05]
+batch_size = [8, 4]  # chunk 1 is padded to |B| = 4, chunk 0 to 8: a resume across paddings
 """
 
 

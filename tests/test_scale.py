@@ -120,6 +120,35 @@ def test_automatic_chunks_follow_the_budget():
     assert tight.chunk * per <= tight.budget
 
 
+def test_chunks_hold_points_of_one_batch_size():
+    from dysonbm.runner.plan import chunk_ranges
+
+    # points of |B| 4, 4, 16, 4 with 5 replicas each, chunks of at most 4
+    assert chunk_ranges([4, 4, 16, 4], 5, 0, 20, 4) == [(0, 4), (4, 8), (8, 10), (10, 14), (14, 15), (15, 19), (19, 20)]
+    # a shard's range starts mid-point; one chunk per run of equal batch sizes when they fit
+    assert chunk_ranges([4, 4, 16, 4], 5, 3, 17, 100) == [(3, 10), (10, 15), (15, 17)]
+
+
+def test_dry_run_estimates_each_batch_size_from_its_own_calibration(monkeypatch):
+    cfg = config.from_dict(config.apply_overrides(config.tomllib.loads(CFG.format(spectra="false", chunk=4)),
+                                                  {"sweep": [{"lr": [0.1], "batch_size": [4, 16]}]}))
+    plan = runner.Plan(cfg, devices=1)
+    seen = []
+
+    def fake(plan, steps=300, chunk=0):
+        batch = plan.chunk_padding(chunk).batch
+        seen.append(batch)
+        return {"compile_s": 1.0, "init_s": 0.0, "per_chunk_step_s": batch * 1e-3, "snapshot_s": 0.0, "steps": 4}
+
+    monkeypatch.setattr(runner.dryrun, "calibrate", fake)
+    est = runner.estimate(plan)
+    assert seen == [4, 16]
+    assert est["parts"] == [(4, 4 * 1e-3 * 40, 1), (16, 16 * 1e-3 * 40, 1)]
+    assert est["total_s"] == pytest.approx(2.0 + 20 * 1e-3 * 40)
+    text = runner.dry_run(plan)
+    assert "per chunk x 1 at |B| = 4" in text and "per chunk x 1 at |B| = 16" in text, text
+
+
 def test_dry_run_reports_and_writes_nothing(env, reference, tmp_path):
     out = tmp_path / "never"
     res = dbm(env, "run", reference[0], "--out", out, "--dry-run")
