@@ -156,19 +156,22 @@ def rbm_cfg(sweep):
 
 
 @pytest.mark.parametrize("make", [
-    lambda sweep, ens: ts_cfg(replicas=4, protocol="online", sweep=f"batch_size = {sweep}", record={"weights": True}),
-    lambda sweep, ens: ts_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
-                              ensemble=ens),
-    lambda sweep, ens: ml_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
-                              reshuffle="true", ensemble=ens),
-    lambda sweep, ens: rbm_cfg(sweep),  # persistent chains padded like batches
-])
-@pytest.mark.parametrize("inputs", ["replica", "point"])
-def test_a_points_numbers_do_not_depend_on_the_other_batch_sizes_of_the_grid(make, inputs):
+    lambda sweep: ts_cfg(replicas=4, protocol="online", sweep=f"batch_size = {sweep}", record={"weights": True}),
+    lambda sweep: ts_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
+                         ensemble={"inputs": "replica"}),
+    lambda sweep: ts_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
+                         ensemble={"inputs": "point"}),
+    lambda sweep: ml_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
+                         reshuffle="true"),
+    lambda sweep: ml_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
+                         ensemble={"problem": "point", "inputs": "point"}),
+    lambda sweep: rbm_cfg(sweep),  # persistent chains padded like batches
+], ids=["ts-online", "ts-fixed", "ts-fixed-point-inputs", "ml-reshuffled", "ml-point-ensemble", "rbm"])
+def test_a_points_numbers_do_not_depend_on_the_other_batch_sizes_of_the_grid(make):
     """Replicas with |B| = 4 give the same bits alone and in a grid with |B| = 16: a chunk pads
     batches and chains to its own points' batch size, never to the grid's largest."""
-    alone = runner.run(make("[4]", {"inputs": inputs}), progress=False)
-    grid = runner.run(make("[4, 16]", {"inputs": inputs}), progress=False)
+    alone = runner.run(make("[4]"), progress=False)
+    grid = runner.run(make("[4, 16]"), progress=False)
     assert alone.names() == grid.names()
     for name in alone.names():
         if not name.startswith("problem_"):  # stored at their own granularity, compared below

@@ -175,10 +175,10 @@ class GaussianRBM(Model):
     Persistent chains: ``aux = {"phi": (chains, N_v)}`` holds one visible configuration per
     chain. Their number is a shape, so it is the static field ``chains``, which the engine
     sets to the padded batch size, ``model.replace(chains=B)``, before tracing (the runner
-    pads to the batch size of the chunk's grid points). Chain ``b`` contributes to the model term iff ``mask[b] = 1``, so a replica with
-    ``hp["batch_size"] = |B|`` averages over exactly ``|B|`` chains; the others are advanced
-    but ignored. Chains start in equilibrium with the initial model (exact draws from
-    ``N(m, K⁻¹)``), so there is no burn-in transient.
+    pads to the batch size of the chunk's grid points). Chain ``b`` contributes to the model
+    term iff ``mask[b] = 1``, so a replica with ``hp["batch_size"] = |B|`` averages over
+    exactly ``|B|`` chains; the others are advanced but ignored. Chains start in equilibrium
+    with the initial model (exact draws from ``N(m, K⁻¹)``), so there is no burn-in transient.
 
     ``learn``: the scalars of ``LEARNABLE`` trained by their likelihood gradient (module
     docstring), default none. A trained scalar is a parameter (shape ``()``), started at the

@@ -1,5 +1,6 @@
 """What a run will do before it does it: the replica ids it covers, the chunk size that fits the
-devices' memory, the chunks and segments between checkpoints, and the jitted programs of a chunk."""
+devices' memory, the chunks and the segments between checkpoints, and the jitted programs of a
+chunk."""
 
 from __future__ import annotations
 
@@ -162,7 +163,8 @@ class Plan:
         # memory is sized for the largest padding; `model`, `layout`, `sim`, `init` and
         # `segment` are its
         top = self.padding(self.max_batch)
-        self.model, self.layout, self.sim, self.init, self.segment = top.model, top.layout, top.sim, top.init, top.segment
+        self.model, self.layout, self.sim = top.model, top.layout, top.sim
+        self.init, self.segment = top.init, top.segment
 
         # per grid point; a replica's are its point's (`hp_of`): nothing here grows with R
         self.point_hp = {name: np.asarray([p[name] for p in self.points],
@@ -212,7 +214,6 @@ class Plan:
         """Rows of chunk ``c``'s real replicas in the run's results (ids minus ``lo``)."""
         start, stop = self.ranges[c]
         return np.arange(start - self.lo, stop - self.lo)
-
 
     def segment_program(self, every: int, snapshots: int, sim: engine.Simulation | None = None):
         """The jitted, sharded ``run_segment`` for ``snapshots`` intervals of ``every`` steps
