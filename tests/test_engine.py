@@ -158,15 +158,11 @@ def rbm_cfg(sweep):
 @pytest.mark.parametrize("make", [
     lambda sweep: ts_cfg(replicas=4, protocol="online", sweep=f"batch_size = {sweep}", record={"weights": True}),
     lambda sweep: ts_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
-                         ensemble={"inputs": "replica"}),
-    lambda sweep: ts_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
                          ensemble={"inputs": "point"}),
     lambda sweep: ml_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
                          reshuffle="true"),
-    lambda sweep: ml_cfg(replicas=4, protocol="fixed", sweep=f"batch_size = {sweep}", record={"weights": True},
-                         ensemble={"problem": "point", "inputs": "point"}),
     lambda sweep: rbm_cfg(sweep),  # persistent chains padded like batches
-], ids=["ts-online", "ts-fixed", "ts-fixed-point-inputs", "ml-reshuffled", "ml-point-ensemble", "rbm"])
+], ids=["ts-online", "ts-fixed-point-inputs", "ml-fixed-reshuffled", "rbm"])
 def test_a_points_numbers_do_not_depend_on_the_other_batch_sizes_of_the_grid(make):
     """Replicas with |B| = 4 give the same bits alone and in a grid with |B| = 16: a chunk pads
     batches and chains to its own points' batch size, never to the grid's largest."""
