@@ -436,15 +436,11 @@ class GaussianRBM(Model):
         hp = self.live(params, hp)
         w = params["W"]
         chol, mean, _ = self._marginal(w, hp)
-        s2 = _sigma2(hp)
         model_cov = linalg.cho_solve(chol, jnp.eye(self.n_visible, dtype=w.dtype))
-        second = model_cov + jnp.outer(mean, mean)
-        eta = jnp.full((self.n_hidden,), hp["eta"], w.dtype)
-        grads = {"W": s2 * (second - problem["cov"]) @ w + jnp.outer(mean, eta)}
-        data = _exact_scalar_phases(problem["cov"], jnp.zeros_like(mean), w, hp)
-        model = _exact_scalar_phases(model_cov, mean, w, hp)
-        grads.update({name: data[name] - model[name] for name in self.learn})
-        return grads
+        # the phases of `loss_and_grad` with the chains' and the target's exact moments
+        model_term, model = _phases(model_cov + jnp.outer(mean, mean), mean, w, hp)
+        data_term, data = _phases(problem["cov"], jnp.zeros_like(mean), w, hp)
+        return {"W": model_term - data_term, **{name: data[name] - model[name] for name in self.learn}}
 
     def _kernel(self, w, hp):
         """``K = μ² 1 − σ_h² W Wᵀ``."""
@@ -530,11 +526,6 @@ def _phases(second, mean, w, hp):
     scalars = {"mu2": 0.5 * jnp.trace(second), "eta": -jnp.sum(mean @ w),
                "sigma_h": -hp["sigma_h"] * jnp.sum(w * w_second)}
     return phase, scalars
-
-
-def _exact_scalar_phases(cov, mean, w, hp):
-    """The scalars' phases of `_phases` for ``φ ~ N(mean, cov)``."""
-    return _phases(cov + jnp.outer(mean, mean), mean, w, hp)[1]
 
 
 def _validated_kernel(kernel, n_visible: int) -> tuple[tuple[float, ...], ...]:
