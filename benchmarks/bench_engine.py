@@ -9,6 +9,11 @@ their ratio.
     python benchmarks/bench_engine.py            # R = 1, 64, 1024 on all devices and on one
     python benchmarks/bench_engine.py --quick    # fewer steps
 
+The last column is the fraction of the machine's fp32 peak the engine reaches: FLOP per
+replica-step counted by hand (`step_flop`) against the rate of a large matrix product
+(`gemm_peak`), the best this machine's XLA does on dense fp32 work, for the devices the row
+used (on CPU per core: XLA's matrix product uses every core, the engine one core per device).
+
 It also prices the published ensemble (a teacher, dataset and test set per replica) against
 one teacher for the run and one dataset per grid point, at the largest R, side by side.
 """
@@ -53,6 +58,29 @@ def numpy_loop(replicas: int, steps: int, lr: float = 0.5, seed: int = 0) -> flo
             delta = np.einsum("n,k,nk->nk", r, z, 1.0 - s * s) / BATCH
             w -= lr * np.einsum("nk,nl->kl", delta, phi0)
     return replicas * steps / (time.perf_counter() - start)
+
+
+def step_flop(k: int = K, l: int = L, b: int = BATCH) -> int:
+    """FLOP of one multilayer SGD step, counted by hand (a multiply-add is 2, tanh 1):
+    forward W φ0 and the gradient Σ_b δ_b φ0_bᵀ 2bkl each, the update 2kl, and per sample
+    and feature the tanh, f', the readout and δ (about 7)."""
+    return 4 * b * k * l + 2 * k * l + 7 * b * k
+
+
+def gemm_peak(n: int = 1024, repeats: int = 10) -> float:
+    """FLOP/s of an n×n fp32 matrix product on every device at once (best of ``repeats``):
+    on CPU, all cores' (one device's product already runs on all of them)."""
+    devices = jax.devices()
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("d",)), jax.sharding.PartitionSpec("d"))
+    a = jax.device_put(jnp.full((len(devices), n, n), 1.0 / n, jnp.float32), sharding)
+    product = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a), out_shardings=sharding)
+    jax.block_until_ready(product(a))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(product(a))
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 * len(devices) / best
 
 
 #: one teacher and test set for the run, one dataset per grid point (the cheapest ensemble)
@@ -100,8 +128,16 @@ def main(argv=None) -> int:
     ref = numpy_loop(2, ref_steps)
     dev = jax.devices()[0]
     print(f"device: {n_dev} x {dev.platform}:{getattr(dev, 'device_kind', '')}  jax {jax.__version__}")
-    print(f"numpy loop (1 replica at a time, {ref_steps} steps x 2 replicas): {ref:,.0f} replica-steps/s\n")
-    print(f"{'R':>6} {'devices':>7} {'replica-steps/s':>16} {'x numpy':>9}")
+    # on CPU a device is one core for the engine, while the matrix product uses every core
+    on_cpu = jax.devices()[0].platform == "cpu"
+    unit = "core" if on_cpu else "device"
+    n_gemm = 1024 if on_cpu else 8192  # an accelerator needs a larger product to reach its peak
+    peak_per_unit = gemm_peak(n_gemm) / (len(os.sched_getaffinity(0)) if on_cpu else n_dev)
+    flop = step_flop()
+    print(f"numpy loop (1 replica at a time, {ref_steps} steps x 2 replicas): {ref:,.0f} replica-steps/s")
+    print(f"fp32 peak: {peak_per_unit / 1e9:,.1f} GFLOP/s per {unit} (n = {n_gemm} matrix product); "
+          f"{flop:,} FLOP per replica-step\n")
+    print(f"{'R':>6} {'devices':>7} {'replica-steps/s':>16} {'x numpy':>9} {'of peak':>8}")
     device_counts = sorted({1, n_dev})
     for r in args.replicas:
         steps = max(2000, int(scale * min(200_000, 2_000_000 / r)))
@@ -109,7 +145,8 @@ def main(argv=None) -> int:
             if r % d:
                 continue
             rate = engine_rate(r, steps, d, args.unroll)
-            print(f"{r:>6} {d:>7} {rate:>16,.0f} {rate / ref:>9.1f}", flush=True)
+            share = rate * flop / (peak_per_unit * d)
+            print(f"{r:>6} {d:>7} {rate:>16,.0f} {rate / ref:>9.1f} {share:>8.1%}", flush=True)
     r = max(args.replicas)
     steps = max(2000, int(scale * min(200_000, 2_000_000 / r)))
     own = engine_rate(r, steps, n_dev, args.unroll)

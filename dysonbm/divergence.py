@@ -37,6 +37,19 @@ def any_leaf(pred, tree) -> jnp.ndarray:
     return jnp.any(jnp.stack(leaves)) if leaves else jnp.asarray(False)
 
 
+def beyond(tree, bound) -> jnp.ndarray:
+    """Whether any entry of ``tree`` is NaN, infinite or larger than ``bound`` in magnitude.
+
+    One max-of-magnitudes reduction per leaf (NaN propagates through it) instead of a
+    comparison pass and an any-reduction: the check runs on every weight at every SGD step.
+    """
+    peaks = [jnp.max(jnp.abs(x)) for x in jax.tree_util.tree_leaves(tree)]
+    if not peaks:
+        return jnp.asarray(False)
+    peak = jnp.max(jnp.stack(peaks))
+    return ~(peak <= bound) | ~jnp.isfinite(peak)  # NaN fails the comparison; inf fails isfinite
+
+
 def non_finite(tree) -> jnp.ndarray:
     """Whether any entry of ``tree`` is NaN or infinite."""
     return any_leaf(lambda x: ~jnp.isfinite(x), tree)

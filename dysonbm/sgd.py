@@ -93,11 +93,7 @@ def sgd(model, tx: Optimizer, bounds: Bounds = Bounds()) -> tuple[Callable, Call
         loss, grads, aux = model.loss_and_grad(state["params"], state["aux"], batch, mask, key, problem, hp)
         updates, opt = optimizer(hp).update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        bad = (
-            ~jnp.isfinite(loss)
-            | (jnp.abs(loss) > max_loss)
-            | divergence.any_leaf(lambda x: ~jnp.isfinite(x) | (jnp.abs(x) > max_weight), params)
-        )
+        bad = divergence.beyond(loss, max_loss) | divergence.beyond(params, max_weight)
         flags = divergence.flag(state, bad, state["step"])
         frozen = flags["diverged"]
         return {

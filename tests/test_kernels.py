@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import dysonbm as dbm
-from dysonbm import config, ensemble, runner
+from dysonbm import config, divergence, ensemble, runner
 from dysonbm.data import dataset
 from dysonbm.models.multilayer import Multilayer
 from dysonbm.models.teacher_student import TeacherStudent
@@ -157,6 +157,21 @@ def test_divergence_freezes_one_replica_and_leaves_its_neighbours_untouched():
     for a, b in zip(jax.tree_util.tree_leaves((calm.saved, calm.state)),
                     jax.tree_util.tree_leaves((mixed.saved, mixed.state))):
         np.testing.assert_array_equal(np.asarray(a)[others], np.asarray(b)[others])
+
+
+@pytest.mark.parametrize("bound", [1e3, float("inf")])
+def test_the_bound_check_flags_nan_inf_and_large_entries_in_any_leaf(bound):
+    ok = {"w": jnp.ones((3, 4), F), "b": jnp.full(2, -7.0, F)}
+    assert not bool(divergence.beyond(ok, bound))
+    for leaf, value in [("w", np.nan), ("w", np.inf), ("b", -np.inf), ("b", np.nan)]:
+        tree = {**ok, leaf: ok[leaf].at[1].set(value)}
+        assert bool(divergence.beyond(tree, bound)), (leaf, value)
+        # NaN must propagate through the max under vmap too (one bad replica of three)
+        batch = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b, a]), ok, tree)
+        assert jax.jit(jax.vmap(lambda t: divergence.beyond(t, bound)))(batch).tolist() == [False, True, False]
+    large = {**ok, "b": ok["b"].at[0].set(-2e3)}
+    assert bool(divergence.beyond(large, bound)) == np.isfinite(bound)
+    assert not bool(divergence.beyond({}, bound))
 
 
 def test_user_snapshot_function_is_recorded():
