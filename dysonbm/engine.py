@@ -115,15 +115,21 @@ def simulate(init: Callable, step: Callable, observe: Callable | None = None, *,
     if steps < 1 or every < 1 or steps % every:
         raise ValueError(f"steps must be a positive multiple of every, got steps={steps}, every={every}")
     hp, replicas = _per_replica(hp, replicas)
+    # one replica runs as two, as the runner runs at least two per device: XLA simplifies a
+    # batch axis of size one away and may then sum small products in another order
+    slots = max(replicas, 2)
+    hp = {name: jnp.concatenate([v, jnp.repeat(v[-1:], slots - replicas)]) for name, v in hp.items()}
     base = from_triple(init, step, observe)
     user_save = save if save is not None else (lambda state, hp: None)
     sim = dataclasses.replace(base, observe=lambda s, h, d: (base.observe(s, h, d), user_save(s["state"], h)))
-    keys = {"replica": jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(replicas))}
+    keys = {"replica": jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(slots))}
     state, data, first = jax.jit(init_fn(sim))(keys, hp)
     n = steps // every
     state, rest = jax.jit(segment_fn(sim, every, n, unroll))(state, hp, data, jnp.int32(0))
-    observed, saved = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[:, None], b], axis=1), first, rest)
-    return Trajectory(every * np.arange(n + 1), observed, saved, state["state"])
+    observed, saved = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[:, None], b], axis=1)[:replicas],
+                                             first, rest)
+    return Trajectory(every * np.arange(n + 1), observed, saved,
+                      jax.tree_util.tree_map(lambda a: a[:replicas], state["state"]))
 
 
 def _per_replica(hp: dict, replicas: int | None) -> tuple[dict, int]:

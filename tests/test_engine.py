@@ -97,6 +97,10 @@ def test_vmapped_replicas_equal_python_loop_bitwise(make):
                                   # the level-SDE coefficients, on each replica's training data
                                   lambda: ml_cfg(replicas=64, steps=20, every=10,
                                                  model={"name": "multilayer", "level_sde": True}),
+                                  # one sample per batch (its contractions summed by tree_sum)
+                                  # and an odd batch (a matrix product)
+                                  lambda: ml_cfg(replicas=32, steps=20, every=10, record={"weights": True},
+                                                 sweep="batch_size = [1, 3]"),
                                   lambda: ts_cfg(replicas=64, steps=20, every=10, record={"weights": True}),
                                   lambda: ts_cfg(replicas=64, steps=20, every=10, protocol="fixed",
                                                  record={"weights": True}, ensemble={"problem": "replica"})])
