@@ -11,3 +11,6 @@ for r in 14400 1024; do
   timeout 200 python3 benchmarks/bench_models.py --replicas "$r" --peak-tflops 67 2>&1 | tee "$out/models_$r.txt"
 done
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_ensembles.py -k "frozen or collapses" 2>&1 | tail -5 | tee "$out/tests.txt"
+# a replica's numbers bitwise across chunkings on the device (the multilayer's hidden layer is
+# a batched matrix product; on CPU its summation order does not follow the chunk)
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py -k "chunk_size" 2>&1 | tail -5 | tee "$out/chunking.txt"

@@ -29,10 +29,8 @@ def dataset(model, input_key, noise_key, problem, count: int):
     """Samples 0 … count−1, inputs from ``input_key`` and noise from ``noise_key`` (`Model.draw_inputs`),
     so a dataset shares its inputs and its noise at their own granularities, and sample j is
     the same whatever ``count``."""
-    inputs = model.draw_inputs(input_key, count)
-    if not model.has_noise:
-        return jax.vmap(lambda x: model.make_sample(problem, x, ()))(inputs)
-    return jax.vmap(lambda x, a: model.make_sample(problem, x, a))(inputs, model.draw_noises(noise_key, count))
+    noises = model.draw_noises(noise_key, count) if model.has_noise else ()
+    return model.make_samples(problem, model.draw_inputs(input_key, count), noises)
 
 
 def test_set(model, test_key, problem, count: int):

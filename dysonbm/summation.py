@@ -25,3 +25,19 @@ def tree_sum(values: Array) -> Array:
         half = values.shape[0] // 2
         values = values[:half] + values[half:]
     return values[0]
+
+
+def tree_sum_of(terms) -> Array:
+    """``tree_sum`` of a sequence of equally shaped arrays, pairing them as `tree_sum` pairs
+    the entries of its leading axis (a missing partner is no term, not a zero).
+
+    For a few terms computed by elementwise expressions (the contraction over a short axis):
+    XLA then fuses the whole sum into one pass, where `tree_sum` over a stacked product
+    materialises it; a multiply and add may then be fused into one rounding, so the last bits
+    can differ from `tree_sum`'s, but they depend on the number of terms alone.
+    """
+    terms = list(terms)
+    while len(terms) > 1:
+        half = 1 << (len(terms) - 1).bit_length() - 1
+        terms = [terms[i] + terms[i + half] if i + half < len(terms) else terms[i] for i in range(half)]
+    return terms[0]

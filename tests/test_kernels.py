@@ -29,6 +29,26 @@ def ml_config(replicas, steps, every, seed=3):
     })
 
 
+@pytest.mark.parametrize("model", [Multilayer(), TeacherStudent(noise=0.3)], ids=["multilayer", "teacher_student"])
+def test_a_datasets_sample_does_not_depend_on_its_length_nor_on_the_replicas_beside_it(model):
+    keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.key(7), r))(jnp.arange(5))
+
+    def draw(count):
+        @jax.jit
+        @jax.vmap
+        def one(key):
+            return dataset(model, key, jax.random.fold_in(key, 1), model.problem(key), count)
+        return one
+
+    long = draw(300)(keys)
+    for count, replicas in [(7, 5), (7, 1), (300, 2), (1, 3)]:
+        short = draw(count)(keys[:replicas])
+        for a, b in zip(jax.tree_util.tree_leaves(short), jax.tree_util.tree_leaves(long)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[:replicas, :count], err_msg=f"{count}, {replicas}")
+    if isinstance(model, Multilayer):  # the teacher's labels, not a copy of the inputs
+        assert float(jnp.std(long["y"])) > 0.05
+
+
 def test_kernel_alone_equals_the_runner_bitwise():
     """64 replicas of the published multilayer ensemble (teacher, dataset and test set per
     replica), drawn by hand from the documented key derivation (`dysonbm.ensemble`), stepped

@@ -75,6 +75,14 @@ class Model:
         """The sample the loss reads (a pytree of arrays without a batch axis)."""
         raise NotImplementedError
 
+    def make_samples(self, problem, inputs, noises) -> PyTree:
+        """`make_sample` of a stack of samples (leading axis); ``noises`` is ``()`` for models
+        without noise. A model may compute the stack at once, provided sample j's numbers
+        stay those of `make_sample` alone, whatever the stack's length."""
+        if not self.has_noise:
+            return jax.vmap(lambda x: self.make_sample(problem, x, ()))(inputs)
+        return jax.vmap(lambda x, a: self.make_sample(problem, x, a))(inputs, noises)
+
     def sample(self, key, problem) -> PyTree:
         """One sample with its input and noise drawn from ``key``."""
         k_in, k_noise = jax.random.split(key)
