@@ -25,6 +25,11 @@ import os
 import sys
 import time
 
+# the numpy loop runs one replica at a time on one core; BLAS threads of its own would keep
+# spinning after it and take the cores from the engine's timings that follow (measured: the
+# one-device rate fell by a third)
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     cores = len(os.sched_getaffinity(0))
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={cores}"
