@@ -3,8 +3,8 @@
     python benchmarks/check_dry_run.py rbm_linear_scaling replicas=128 steps=1000 snapshot_every=50
     python benchmarks/check_dry_run.py multilayer_paper replicas=2 steps=4000 snapshot_every=200
 
-The estimate is the dry run's (`runner.estimate`: per padding, a chunk's init, steps and
-snapshots timed apart, times its chunks, plus the calibrations' compile); the measurement is `runner.run`
+The estimate is the dry run's (`runner.estimate`: per padding, a chunk's init, its program
+calls, steps and snapshots timed apart, times its chunks, plus the calibrations' compile); the measurement is `runner.run`
 of the same plan, compile included, in the same process.
 """
 

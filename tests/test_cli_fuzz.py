@@ -154,7 +154,7 @@ def toml(doc: dict) -> str:
 
 
 def _no_calibration(plan, steps=300, chunk=0):
-    return {"compile_s": 0.0, "init_s": 0.0, "per_chunk_step_s": 0.0, "snapshot_s": 0.0, "steps": 0}
+    return {"compile_s": 0.0, "init_s": 0.0, "call_s": 0.0, "per_chunk_step_s": 0.0, "snapshot_s": 0.0, "steps": 0}
 
 
 # no example database: the working tree stays clean, and a failure prints its example

@@ -138,13 +138,16 @@ def test_dry_run_estimates_each_batch_size_from_its_own_calibration(monkeypatch)
     def fake(plan, steps=300, chunk=0):
         batch = plan.chunk_padding(chunk).batch
         seen.append(batch)
-        return {"compile_s": 1.0, "init_s": 0.0, "per_chunk_step_s": batch * 1e-3, "snapshot_s": 0.0, "steps": 4}
+        return {"compile_s": 1.0, "init_s": 0.0, "call_s": 0.5, "per_chunk_step_s": batch * 1e-3, "snapshot_s": 0.0,
+                "steps": 4}
 
     monkeypatch.setattr(runner.dryrun, "calibrate", fake)
     est = runner.estimate(plan)
     assert seen == [4, 16]
-    assert est["parts"] == [(4, 4 * 1e-3 * 40, 1), (16, 16 * 1e-3 * 40, 1)]
-    assert est["total_s"] == pytest.approx(2.0 + 20 * 1e-3 * 40)
+    calls = 0.5 * plan.n_segments  # each segment of a chunk is one call of its program
+    assert plan.n_segments > 1
+    assert est["parts"] == [(4, pytest.approx(calls + 4 * 1e-3 * 40), 1), (16, pytest.approx(calls + 16 * 1e-3 * 40), 1)]
+    assert est["total_s"] == pytest.approx(2.0 + 2 * calls + 20 * 1e-3 * 40)
     text = runner.dry_run(plan)
     assert "per chunk x 1 at |B| = 4" in text and "per chunk x 1 at |B| = 16" in text, text
 

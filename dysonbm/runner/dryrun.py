@@ -23,20 +23,36 @@ def _seconds(s: float) -> str:
     return f"{s:.3g} s" if s < 60 else _duration(s)
 
 
-def calibrate(plan: Plan, steps: int = 300, chunk: int = 0) -> dict:
-    """Seconds of a chunk's init, of one chunk-step and of one snapshot, timed apart, for
-    chunk ``chunk`` (the first by default; chunks of one padding cost the same).
+def calibrate(plan: Plan, steps: int = 300, chunk: int = 0, min_seconds: float = 0.2) -> dict:
+    """Seconds of a chunk's init, of one call of its segment program beside its work, of one
+    chunk-step and of one snapshot, timed apart, for chunk ``chunk`` (the first by default;
+    chunks of one padding cost the same).
 
-    Two programs of ``2h`` steps (``h = steps // 2``), one with a snapshot at the end and one
-    with two: their difference is one snapshot's cost and the rest is the steps'. A run whose
-    snapshots are far apart then costs what its steps cost, and one with costly snapshots (the
-    level-SDE terms) what they cost, whatever the calibration's own spacing.
+    Three programs: ``2h`` steps and one snapshot (``h = steps // 2``), ``h`` steps twice with
+    a snapshot each, and ``2h + n`` steps with one snapshot. The second less the first is one
+    snapshot; the third less the first is n steps, with n raised (one more compile) until they
+    take ``min_seconds``; what the first leaves is the call's own cost. A run whose snapshots
+    are far apart then costs what its steps cost, one with costly snapshots (the level-SDE
+    terms) what they cost, and many short segments what their calls cost. Each program's time
+    is the best of two calls.
     """
     h = max(1, steps // 2)
     pad = plan.chunk_padding(chunk)
-    one, two = plan.segment_program(2 * h, 1, pad.sim), plan.segment_program(h, 2, pad.sim)
     _, keys, hp = plan.chunk_inputs(chunk)
+    state = None
+
+    def timed(program):
+        nonlocal state
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            state, obs = program(state, hp, data, jnp.int32(2 * h))
+            jax.block_until_ready((state, obs))
+            best = min(best, time.perf_counter() - t0)
+        return best
+
     t0 = time.perf_counter()
+    one, two = plan.segment_program(2 * h, 1, pad.sim), plan.segment_program(h, 2, pad.sim)
     state, data, _ = pad.init(keys, hp)
     jax.block_until_ready(state)
     for program in (one, two):  # compile both
@@ -47,16 +63,21 @@ def calibrate(plan: Plan, steps: int = 300, chunk: int = 0) -> dict:
     state, data, _ = pad.init(keys, hp)
     jax.block_until_ready((state, data))
     init_s = time.perf_counter() - t0
-    elapsed = []
-    for program in (one, two):
-        t0 = time.perf_counter()
-        state, obs = program(state, hp, data, jnp.int32(2 * h))
-        jax.block_until_ready((state, obs))
-        elapsed.append(time.perf_counter() - t0)
-    snapshot = max(elapsed[1] - elapsed[0], 0.0)
-    per_step = max(elapsed[0] - snapshot, 0.0) / (2 * h)
-    return {"compile_s": compile_s, "init_s": init_s, "per_chunk_step_s": per_step, "snapshot_s": snapshot,
-            "steps": 4 * h}
+    t_one, t_two = timed(one), timed(two)
+    extra, t_long = 2 * h, None
+    for _ in range(2):
+        longer = plan.segment_program(2 * h + extra, 1, pad.sim)
+        state, obs = longer(state, hp, data, jnp.int32(0))  # compile
+        t_long = timed(longer)
+        spent = t_long - t_one
+        if spent >= min_seconds:
+            break
+        extra = int(extra * min(64.0, max(2.0, min_seconds / max(spent, 1e-9))))  # once more, long enough
+    per_step = max(t_long - t_one, 0.0) / extra
+    snapshot = max(t_two - t_one, 0.0)
+    call = max(t_one - 2 * h * per_step - snapshot, 0.0)
+    return {"compile_s": compile_s, "init_s": init_s, "call_s": call, "per_chunk_step_s": per_step,
+            "snapshot_s": snapshot, "steps": 4 * h + extra}
 
 
 def estimate(plan: Plan) -> dict:
@@ -70,7 +91,8 @@ def estimate(plan: Plan) -> dict:
     parts, compile_s = [], 0.0
     for batch, chunks in members.items():
         cal = calibrate(plan, chunk=chunks[0])
-        per_chunk = cal["init_s"] + cal["per_chunk_step_s"] * cfg.steps + cal["snapshot_s"] * plan.n_intervals
+        per_chunk = (cal["init_s"] + cal["call_s"] * plan.n_segments + cal["per_chunk_step_s"] * cfg.steps
+                     + cal["snapshot_s"] * plan.n_intervals)
         parts.append((batch, per_chunk, len(chunks)))
         compile_s += cal["compile_s"]
     # the calibration's compile (init and two programs) stands in for the run's (init and one)
@@ -101,5 +123,5 @@ def dry_run(plan: Plan, calibration: bool = True) -> str:
         parts = ", ".join(f"{_seconds(per_chunk)} per chunk x {n}" + (f" at |B| = {batch}" if several else "")
                           for batch, per_chunk, n in est["parts"])
         lines.append(f"  estimated wall time: {_seconds(est['total_s'])} ({parts} + compile {est['compile_s']:.1f} s; "
-                     f"from {est['steps']} calibration steps, a chunk's init, steps and snapshots timed apart)")
+                     f"from {est['steps']} calibration steps, a chunk's init, calls, steps and snapshots timed apart)")
     return "\n".join(lines)
