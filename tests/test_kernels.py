@@ -194,6 +194,30 @@ def test_the_bound_check_flags_nan_inf_and_large_entries_in_any_leaf(bound):
     assert not bool(divergence.beyond({}, bound))
 
 
+def test_simulate_gives_a_replica_the_same_numbers_alone_and_among_others():
+    # the multilayer's hidden layer is a matrix product: one replica alone runs as two (at
+    # K = 33, |B| = 8 a batch axis of one replica is summed in another order than of two)
+    model = Multilayer(features=33)
+    problem = model.problem(jax.random.key(5))
+    data = dataset(model, jax.random.key(6), jax.random.key(6), problem, 80)
+    init_fn, step_fn = dbm.sgd(model, lambda lr: optax.sgd(lr))
+
+    def step(state, key, hp):
+        start = (state["step"] % 10) * 8
+        batch = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, 8), data)
+        return step_fn(state, batch, key, problem, hp)
+
+    def run(lrs):
+        hp = {"lr": jnp.asarray(lrs, F), "init_std": 1.0}
+        return dbm.simulate(lambda k, hp: init_fn(k, problem, hp), step, key=jax.random.key(8), hp=hp, steps=30,
+                            every=10, save=lambda s, hp: s["params"])
+
+    alone, among = run([0.5]), run([0.5, 0.3, 0.1])
+    assert alone.saved.shape == (1, 4, 33, 32) and alone.state["params"].shape == (1, 33, 32)
+    np.testing.assert_array_equal(np.asarray(alone.saved[0]), np.asarray(among.saved[0]))
+    assert not np.array_equal(np.asarray(among.saved[0, -1]), np.asarray(among.saved[0, 0]))  # it trained
+
+
 def test_user_snapshot_function_is_recorded():
     model, teacher, batch_of = teacher_student_setup((1.0, 2.0, 3.0), batch=4)
     init_fn, step_fn = dbm.sgd(model, lambda lr: optax.sgd(lr))
