@@ -34,7 +34,8 @@ def tree_sum_of(terms) -> Array:
     For a few terms computed by elementwise expressions (the contraction over a short axis):
     XLA then fuses the whole sum into one pass, where `tree_sum` over a stacked product
     materialises it; a multiply and add may then be fused into one rounding, so the last bits
-    can differ from `tree_sum`'s, but they depend on the number of terms alone.
+    can differ from `tree_sum`'s. They do not follow the arrays' other axes: `tests/test_kernels.py`
+    checks a dataset's samples across its length and the replicas beside it.
     """
     terms = list(terms)
     while len(terms) > 1:

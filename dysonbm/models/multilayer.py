@@ -34,16 +34,16 @@ ACTIVATIONS = {
 # that on XLA's CPU depends on the matrices' shapes but not on how many replicas the batch
 # holds, provided there are at least two (the runner runs two or more per device, `simulate`
 # pads to two) and the batch has two or more samples; `tests/test_engine.py` checks a
-# replica's numbers bitwise across chunkings. A single sample (the labels of a dataset, drawn
-# one sample at a time) has its size-one axis simplified away, and XLA vectorises what is left
-# with the chunk's shape, so it is summed by `tree_sum` in an order fixed by the length alone.
+# replica's numbers bitwise across chunkings. A batch of one sample has its size-one axis
+# simplified away, and XLA vectorises what is left with the chunk's shape, so it is summed
+# elementwise in `tree_sum`'s order, as a dataset's labels are (`contract_hidden_by_sample`).
 # HIGHEST: no reduced-precision (TF32) products on accelerators.
 _EXACT = jax.lax.Precision.HIGHEST
 
 
 def contract_hidden(phi0, w):
     """W φ0 for a batch (B, L) → (B, K): one matrix product (1.55× faster per step on CPU
-    than products summed elementwise); by `tree_sum` over L for a single sample."""
+    than products summed elementwise); elementwise in `tree_sum`'s order for a single sample."""
     if phi0.shape[0] == 1:
         return contract_hidden_by_sample(phi0, w)
     return jnp.matmul(phi0, w.T, precision=_EXACT)
