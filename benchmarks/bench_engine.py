@@ -78,7 +78,9 @@ def gemm_peak(n: int = 1024, repeats: int = 10) -> float:
     devices = jax.devices()
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("d",)), jax.sharding.PartitionSpec("d"))
     a = jax.device_put(jnp.full((len(devices), n, n), 1.0 / n, jnp.float32), sharding)
-    product = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a), out_shardings=sharding)
+    # HIGHEST, as the engine's products: no TF32 on an accelerator
+    product = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a, precision=jax.lax.Precision.HIGHEST),
+                      out_shardings=sharding)
     jax.block_until_ready(product(a))
     best = float("inf")
     for _ in range(repeats):
@@ -151,8 +153,9 @@ def steady_rate(replicas: int, steps: int, devices: int, repeats: int = 3) -> fl
 
 def segment_steps(replicas: int, scale: float) -> int:
     """Steps timed per chunk: at least 20 000 (× scale), so that the one snapshot at the end
-    (a test-set gradient per sample and a 16×16 eigensolver, about a thousand steps' worth)
-    weighs as little as between the published preset's rare snapshots."""
+    (the full-dataset loss and gradient norm, a test-set gradient per sample, a 16×16
+    eigensolver: a few thousand steps' worth) weighs little, as between the published
+    preset's rare snapshots."""
     return int(scale * max(20_000, min(200_000, 2_000_000 / replicas)))
 
 
