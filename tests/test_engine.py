@@ -97,7 +97,7 @@ def test_vmapped_replicas_equal_python_loop_bitwise(make):
                                   # the level-SDE coefficients, on each replica's training data
                                   lambda: ml_cfg(replicas=64, steps=20, every=10,
                                                  model={"name": "multilayer", "level_sde": True}),
-                                  # one sample per batch (its contractions summed by tree_sum)
+                                  # one sample per batch (its contractions summed elementwise)
                                   # and an odd batch (a matrix product)
                                   lambda: ml_cfg(replicas=32, steps=20, every=10, record={"weights": True},
                                                  sweep="batch_size = [1, 3]"),
