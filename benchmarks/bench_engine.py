@@ -131,12 +131,12 @@ def engine_rate(replicas: int, steps: int, devices: int, unroll: int = 1, ensemb
     return replicas * steps / elapsed
 
 
-def steady_rate(replicas: int, steps: int, devices: int, repeats: int = 3) -> float:
+def steady_rate(replicas: int, steps: int, devices: int, unroll: int = 1, repeats: int = 3) -> float:
     """Replica-steps/s of the steps alone: chunk 0 run for ``steps`` and for 2 × ``steps``
     steps (each ending in one snapshot, best of ``repeats``), the difference of the times."""
     times = []
     for every in (steps, 2 * steps):
-        plan = bench_plan(replicas, steps, devices, every=every)
+        plan = bench_plan(replicas, steps, devices, unroll, every=every)
         ids, keys, hp = plan.chunk_inputs(0)
         state, data, _ = plan.init(keys, hp)
         state, obs = plan.segment(state, hp, data, jnp.int32(0))  # compile (the state is donated)
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
             if r % d:
                 continue
             rate = engine_rate(r, steps, d, args.unroll)
-            steady = steady_rate(r, steps, d)
+            steady = steady_rate(r, steps, d, args.unroll)
             share = steady * flop / (peak_per_unit * d)
             print(f"{r:>6} {d:>7} {rate:>16,.0f} {rate / ref:>9.1f} {steady:>12,.0f} {share:>8.1%}", flush=True)
     r = max(args.replicas)

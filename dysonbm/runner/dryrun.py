@@ -39,7 +39,7 @@ def calibrate(plan: Plan, steps: int = 300, chunk: int = 0, min_seconds: float =
     h = max(1, steps // 2)
     pad = plan.chunk_padding(chunk)
     _, keys, hp = plan.chunk_inputs(chunk)
-    state, step = None, 0
+    state, step = None, 2 * h  # the compiling calls below take steps 0 … 2h − 1
 
     def timed(program, length):
         # every call goes on from the last one's step, as a run does: calls that re-read the
@@ -66,7 +66,6 @@ def calibrate(plan: Plan, steps: int = 300, chunk: int = 0, min_seconds: float =
     state, data, _ = pad.init(keys, hp)
     jax.block_until_ready((state, data))
     init_s = time.perf_counter() - t0
-    step = 2 * h
     t_one, t_two = timed(one, 2 * h), timed(two, 2 * h)
     extra, t_long = 2 * h, None
     for _ in range(2):
