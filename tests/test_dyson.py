@@ -452,3 +452,59 @@ def test_n1024_long_run():
     rho = math.exp(-2 * every * dt)
     n_eff = s2.size * (1 - rho) / (1 + rho)
     assert abs(s2.mean() - 1) < 0.004 + 3 * math.sqrt(2 / k / n_eff), s2.mean()
+
+
+def _far_field_by_rule(b, y, w, rho=0.25):
+    """Σ_{|i−j|≥2} w_ij/(b_i − b_j) in float64, the rule of `dysonbm.sde.numerics._far_sum`:
+    a pair two apart at no less than rho × its distance in y, pairs coincident in y left out."""
+    n = len(b)
+    out = np.zeros(n)
+    for i in range(n):
+        for j in range(n):
+            if abs(i - j) < 2 or y[i] == y[j]:
+                continue
+            d = b[i] - b[j]
+            if abs(i - j) == 2:
+                d = np.sign(i - j) * max(abs(d), rho * abs(y[i] - y[j]))
+            out[i] += w[i, j] / d
+    return out
+
+
+def test_the_far_field_floors_pairs_two_apart_and_sums_the_rest_as_they_are():
+    """`far_field` against the rule written out pair by pair: random levels with no floor
+    acting, a cluster of four squeezed by the noise (its pairs two apart floored, its outer
+    pair, three apart, not), the degenerate reference (no far field), and per-pair weights."""
+    from dysonbm.sde.split import far_field
+
+    rng = np.random.default_rng(7)
+    n = 12
+    with enable_x64():
+        y = np.sort(rng.normal(size=n)) * 3.0
+        squeezed = y.copy()
+        squeezed[3:7] = 0.5 * (y[3] + y[6]) + np.array([-1.5, -0.5, 0.5, 1.5]) * 0.01 * (y[6] - y[3])  # levels 3–6
+        w = rng.uniform(0.5, 2.0, size=(n, n))
+        w = w + w.T
+        for b in (y, squeezed):
+            for kappa, weights in ((1.7, np.full((n, n), 1.7)), (None, w)):
+                far = jnp.asarray(kappa if kappa is not None else weights)
+                got = np.asarray(far_field(jnp.asarray(b), jnp.asarray(y), far, False))
+                np.testing.assert_allclose(got, _far_field_by_rule(b, y, weights), rtol=1e-12)
+        zeros = np.zeros(n)
+        got = far_field(jnp.asarray(rng.normal(size=n) * 1e-3), jnp.asarray(zeros), jnp.asarray(1.0), False)
+        np.testing.assert_array_equal(np.asarray(got), np.zeros(n))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 16, 33])
+def test_the_resort_sorts_nearly_sorted_and_shuffled_levels(n):
+    """`_resort` (odd–even transposition until ordered) gives `np.sort`'s result, vmapped over
+    replicas, for levels moved by noise and for levels in random order (up to N passes)."""
+    from dysonbm.sde.numerics import _resort
+
+    rng = np.random.default_rng(n)
+    y = np.sort(rng.normal(size=(64, n)), axis=1)
+    noisy = y + 0.5 * rng.normal(size=y.shape) * (np.mean(np.diff(y, axis=1)) if n > 1 else 1.0)
+    shuffled = rng.permuted(y, axis=1)
+    for levels in (noisy, shuffled):
+        levels = levels.astype(np.float32)
+        out = np.asarray(jax.vmap(_resort)(jnp.asarray(levels)))
+        np.testing.assert_array_equal(out, np.sort(levels, axis=1))

@@ -51,6 +51,10 @@ THRESHOLDS = {"quick": {"teacher_approach": 0.9, "plateau_rtol": 0.5},
 #: 100× at low T, the spacing grows by e⁹ at high T).
 LANGEVIN_STEPS = 2000
 LANGEVIN_EVERY = 50
+#: replicas per point of the cross-check run at least: the velocity and regime statistics are
+#: means over replicas, and where SGD is chaotic (paramagnetic) one replica of a dozen can
+#: double their standard error
+LANGEVIN_REPLICAS = 48
 #: integrator settings of the cross-check: noise draws per interval, step budget per interval
 LANGEVIN_DRAWS = 2
 LANGEVIN_MAX_STEPS = 5000
@@ -171,7 +175,7 @@ def langevin_overrides(cfg, summary, points: dict) -> dict:
     sweeps = [{"lr": [float(summary["lr"][p])], "batch_size": [int(summary["batch_size"][p])],
                "init_std": [float(summary["init_std"][p])]} for p in points.values()]
     return {"sweep": sweeps, "name": cfg.name + "_langevin", "steps": LANGEVIN_STEPS,
-            "snapshot_every": LANGEVIN_EVERY}
+            "snapshot_every": LANGEVIN_EVERY, "replicas": max(cfg.replicas, LANGEVIN_REPLICAS)}
 
 
 def langevin_check(grid, summary, dense, points: dict) -> list[dict]:
@@ -504,7 +508,8 @@ def langevin_section(checks, times, dense) -> list[str]:
         "their difference over replicas.",
         "",
         f"Early window: a run at these points with snapshots every {LANGEVIN_EVERY} steps over the first "
-        f"{LANGEVIN_STEPS} steps ({len(dense.points) if dense is not None else '?'} points, "
+        f"{LANGEVIN_STEPS} steps ({len(dense.points) if dense is not None else '?'} points × "
+        f"{dense.config['replicas'] if dense is not None else '?'} replicas, "
         f"{times.get('langevin_run', float('nan')):.0f} s), intervals short enough for the coefficients to stay valid. "
         "Late window: the grid run's own snapshots (intervals of "
         f"{(late[0]['steps'][1] - late[0]['steps'][0]) // max(late[0]['intervals'], 1) if late else '?'} steps). "

@@ -68,8 +68,10 @@ in the original frame, where step 4 comes first and the couplings carry e^{−2r
 4. y ← e^{−rh} y.
 
 The repulsion is not softened: the singular nearest pairs are implicit, the rest is a
-smooth field (each distance floored at a quarter of its pre-noise value, which only acts on
-clusters made by the noise alone and keeps the explicit kick bounded). Levels stay strictly
+smooth field (the distance of a pair two apart floored at a quarter of its pre-noise value,
+which only acts on clusters of three made by the noise alone and keeps the variance of the
+explicit kick finite; pairs further apart close only if three or more gaps close at once, and
+are summed as they are). Levels stay strictly
 ordered and finite for every dt (for β < 1, where the exact levels collide, they may touch).
 Cost per step: one O(N²) vectorised pair sum, like Euler–Maruyama, plus O(N log N).
 

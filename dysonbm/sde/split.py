@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from dysonbm.sde.bonds import Couplings, _repel
 from dysonbm.sde.draws import _substep_draws
-from dysonbm.sde.numerics import _expm1_over, _far_mask, _far_sum, _log1p_over, _resort
+from dysonbm.sde.numerics import _expm1_over, _far_sum, _log1p_over, _resort
 
 Array = jax.Array
 
@@ -99,18 +99,14 @@ def _count():
 
 
 def far_field(b: Array, y: Array, far: Array, chiral: bool) -> Array:
-    """Σ_{|i−j|≥2} w_ij/(b_i − b_j) at the sorted positions b, distances floored at a quarter
-    of those in the sorted reference y (see `dysonbm.sde.numerics._far_sum`); ``far`` a scalar
-    κ (the fused uniform sum) or an (N, N) weight matrix."""
+    """Σ_{|i−j|≥2} w_ij/(b_i − b_j) at the sorted positions b, the distances of pairs two apart
+    floored at a quarter of those in the sorted reference y (see `dysonbm.sde.numerics._far_sum`);
+    ``far`` a scalar κ (the fused uniform sum) or an (N, N) weight matrix."""
     if far.ndim == 0:
         return far * _far_sum(b, y, chiral)
     if chiral:
         raise ValueError("pair weights of a chiral process must be one scalar")
-    dy = jnp.abs(y[:, None] - y[None, :])
-    d = b[:, None] - b[None, :]
-    d = jnp.sign(d) * jnp.maximum(jnp.abs(d), 0.25 * dy)
-    use = _far_mask(b.shape[0]) & (dy > 0) & (d != 0)
-    return jnp.sum(jnp.where(use, far / jnp.where(use, d, 1.0), 0.0), axis=1)
+    return _far_sum(b, y, False, weights=far)
 
 
 def _second_neighbour_distance(y: Array) -> Array:
