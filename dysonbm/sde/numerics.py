@@ -43,8 +43,8 @@ def _offdiag_mask(n: int):
 
 def _far_sum(b: Array, y: Array, mirror: bool, rho: float = 0.25, weights: Array | None = None) -> Array:
     """Σ_{|i−j|≥2} w_ij/(b_i − b_j) (+ 1/(b_i + b_j) if mirror) at the sorted noisy positions b,
-    w_ij = 1 or ``weights`` (N, N) symmetric; the distance of a pair two apart is floored at
-    rho × its value in the sorted pre-noise y.
+    w_ij = 1 or ``weights`` (N, N) symmetric; the distance of a pair two apart, and every mirror
+    distance b_i + b_j, is floored at rho × its value in the sorted pre-noise y.
 
     The floor bounds the kick of a cluster of three levels made by the noise alone: the spread
     of three noisy levels has a density ∝ d at d = 0, so 1/d of the outer pair would have an
