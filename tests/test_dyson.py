@@ -508,3 +508,21 @@ def test_the_resort_sorts_nearly_sorted_and_shuffled_levels(n):
         levels = levels.astype(np.float32)
         out = np.asarray(jax.vmap(_resort)(jnp.asarray(levels)))
         np.testing.assert_array_equal(out, np.sort(levels, axis=1))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 64, 65])
+def test_the_tridiagonal_solvers_match_a_dense_solve(n):
+    """`bonds._thomas` (one end, and `_thomas_two_ended`) and `bonds._cyclic_reduction` solve the Newton systems'
+    M-matrix A_ii = s_i + w_{i−1} + w_i, A_{i,i±1} = −w_i like `np.linalg.solve`, also with
+    bonds 10⁶ times the excess (nearly coincident levels) and bonds of 0 (float64)."""
+    rng = np.random.default_rng(n)
+    for scale in (1.0, 1e6):
+        s = rng.uniform(0.5, 2.0, n)
+        w = scale * rng.uniform(0.0, 1.0, n - 1) * (rng.random(n - 1) < 0.8)
+        r = rng.normal(size=n)
+        a = np.diag(s + np.r_[0.0, w] + np.r_[w, 0.0]) - np.diag(w, 1) - np.diag(w, -1)
+        exact = np.linalg.solve(a, r)
+        with enable_x64():
+            for solve in (bonds._thomas, bonds._thomas_two_ended, bonds._cyclic_reduction):
+                x = np.asarray(solve(jnp.asarray(s), jnp.asarray(w), jnp.asarray(r)))
+                np.testing.assert_allclose(x, exact, rtol=0, atol=1e-9 * np.max(np.abs(exact)))

@@ -71,13 +71,16 @@ def _solve_mmatrix(s, w, r):
 
     Both solvers are written in the excess s_i = A_ii − |off-diagonals|, which stays positive
     under elimination (Schur complements of a diagonally dominant M-matrix): no cancellation
-    even when w ≫ s, as for nearly coincident levels. On CPU the Thomas recursion (two scans
-    over N, each step vectorised over the replicas: 6× faster than cyclic reduction at N = 64,
-    30× at N = 256); elsewhere parallel cyclic reduction (log₂N vectorised sweeps, no
-    sequential loop over N, which suits GPUs). s, r: (N,), w: (N−1,).
+    even when w ≫ s, as for nearly coincident levels. On CPU the Thomas recursion (two scans,
+    each step vectorised over the replicas: 6× faster than cyclic reduction at N = 64), from
+    both ends at once from N = 32 on (scans of N/2 steps; a scan step's own cost dominates at
+    these sizes, so the whole split step is 1.2× faster at N = 64); elsewhere parallel cyclic
+    reduction (log₂N vectorised sweeps, no sequential loop over N, which suits GPUs).
+    s, r: (N,), w: (N−1,).
     """
     if jax.default_backend() == "cpu":
-        return _thomas(s, w, r)
+        # below N = 32 the two-ended form's set-up outweighs the scan steps it saves
+        return _thomas(s, w, r) if s.shape[0] < 32 else _thomas_two_ended(s, w, r)
     return _cyclic_reduction(s, w, r)
 
 
@@ -102,6 +105,49 @@ def _thomas(s, w, r):
 
     _, x = jax.lax.scan(substitute, jnp.zeros((), s.dtype), (s, r, jnp.concatenate([w, zero])), reverse=True)
     return x
+
+
+def _thomas_two_ended(s, w, r):
+    """`_solve_mmatrix` by elimination from both ends: rows 0 … h−1 from the top,
+    s'_i = s_i + w_{i−1}s'_{i−1}/(s'_{i−1} + w_{i−1}), and rows N−1 … h from the bottom alike,
+    in one scan of h = N/2 steps; then the 2×2 system of rows h−1 and h, and the substitution
+    outwards in a second scan. An odd N gets a decoupled last row (x = 0)."""
+    n = s.shape[0]
+    if n % 2:
+        s, r = jnp.concatenate([s, jnp.ones(1, s.dtype)]), jnp.concatenate([r, jnp.zeros(1, r.dtype)])
+        w = jnp.concatenate([w, jnp.zeros(1, w.dtype)])
+        return _thomas_two_ended(s, w, r)[:n]
+    h = n // 2
+    zero = jnp.zeros(1, s.dtype)
+    to_prev = jnp.concatenate([zero, w])  # row i's coupling to row i − 1
+    to_next = jnp.concatenate([w, zero])  # … to row i + 1
+
+    def eliminate(prev, row):
+        s_top, r_top, s_bot, r_bot = prev
+        s_i, r_i, w_i, s_j, r_j, w_j = row  # row i from the top, row j = N−1−i from the bottom
+        f, g = w_i / (s_top + w_i), w_j / (s_bot + w_j)
+        out = (s_i + f * s_top, r_i + f * r_top, s_j + g * s_bot, r_j + g * r_bot)
+        return out, out
+
+    one, nil = jnp.ones((), s.dtype), jnp.zeros((), s.dtype)  # row −1 (N): no coupling
+    rows = (s[:h], r[:h], to_prev[:h], s[::-1][:h], r[::-1][:h], to_next[::-1][:h])
+    (s_top, r_top, s_bot, r_bot), (st, rt, sb, rb) = jax.lax.scan(eliminate, (one, nil, one, nil), rows)
+    # rows h−1 and h: (s_top + c) x_{h−1} − c x_h = r_top, (s_bot + c) x_h − c x_{h−1} = r_bot
+    c = w[h - 1]
+    det = s_top * s_bot + c * (s_top + s_bot)
+    x_top = (r_top * (s_bot + c) + c * r_bot) / det
+    x_bot = (r_bot * (s_top + c) + c * r_top) / det
+
+    def substitute(x_prev, row):
+        x_i, x_j = x_prev
+        s_i, r_i, w_i, s_j, r_j, w_j = row
+        out = ((r_i + w_i * x_i) / (s_i + w_i), (r_j + w_j * x_j) / (s_j + w_j))
+        return out, out
+
+    # rows h−2 … 0, each coupled to the row below it, and h+1 … N−1, each to the row above
+    outwards = (st[:-1][::-1], rt[:-1][::-1], to_next[: h - 1][::-1], sb[:-1][::-1], rb[:-1][::-1], to_prev[h + 1 :])
+    _, (x_up, x_down) = jax.lax.scan(substitute, (x_top, x_bot), outwards)
+    return jnp.concatenate([x_up[::-1], x_top[None], x_bot[None], x_down])
 
 
 def _cyclic_reduction(s, w, r):
