@@ -526,3 +526,10 @@ def test_the_tridiagonal_solvers_match_a_dense_solve(n):
             for solve in (bonds._thomas, bonds._thomas_two_ended, bonds._cyclic_reduction):
                 x = np.asarray(solve(jnp.asarray(s), jnp.asarray(w), jnp.asarray(r)))
                 np.testing.assert_allclose(x, exact, rtol=0, atol=1e-9 * np.max(np.abs(exact)))
+
+
+@pytest.mark.parametrize("make", [lambda: dy.DysonBM(8, max_newton=0), lambda: dy.WishartProcess(6, 4, max_newton=0),
+                                  lambda: dy.LevelSDE(8, control=dy.Control(max_newton=0))])
+def test_a_newton_budget_below_one_is_refused(make):
+    with pytest.raises(ValueError, match="max_newton must be >= 1, got .*max_newton=0"):
+        make()

@@ -205,7 +205,8 @@ def _prox_guess(b, cp: Couplings, sweeps: int = 6):
 def _prox(b, cp: Couplings, tol, max_iter: int):
     """argmin_y ½|y − b|² + barrier(y) (see `_barrier_terms`) by damped Newton steps.
 
-    b: (N,) sorted (chiral: ≥ 0). Returns (y (N,) strictly ordered, iterations, converged).
+    b: (N,) sorted (chiral: ≥ 0); max_iter ≥ 1 (the first iteration is always taken).
+    Returns (y (N,) strictly ordered, iterations, converged).
     Convergence is judged on the full Newton step. The iteration stops unconverged when the
     fraction-to-boundary rule blocks the step (a gap below the float resolution of the
     positions, from a near-zero coupling squeezed by its neighbours: the whole chain would

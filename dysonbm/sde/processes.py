@@ -276,6 +276,8 @@ class DysonBM(_LogGas):
             raise ValueError(f"theta must be in (0, 1), got theta={self.theta!r}")
         if self.max_substeps < 1:
             raise ValueError(f"max_substeps must be >= 1, got max_substeps={self.max_substeps!r}")
+        if self.max_newton < 1:  # the solve always takes its first Newton iteration
+            raise ValueError(f"max_newton must be >= 1, got max_newton={self.max_newton!r}")
         self.validate(self.defaults())
 
     def _validate_more(self, hp):
@@ -378,6 +380,8 @@ class WishartProcess(_LogGas):
             raise ValueError(f"theta must be in (0, 1), got theta={self.theta!r}")
         if self.max_substeps < 1:
             raise ValueError(f"max_substeps must be >= 1, got max_substeps={self.max_substeps!r}")
+        if self.max_newton < 1:  # the solve always takes its first Newton iteration
+            raise ValueError(f"max_newton must be >= 1, got max_newton={self.max_newton!r}")
         self.validate(self.defaults())
 
     def _validate_more(self, hp):

@@ -119,9 +119,10 @@ class LevelSDE(Process):
             v = getattr(self.control, name)
             if not 0 <= v < 1:
                 raise ValueError(f"control.{name} must be in [0, 1), got control.{name}={v!r}")
-        if self.control.max_substeps < 1:
-            v = self.control.max_substeps
-            raise ValueError(f"control.max_substeps must be >= 1, got control.max_substeps={v!r}")
+        for name in ("max_substeps", "max_newton"):
+            v = getattr(self.control, name)
+            if v < 1:
+                raise ValueError(f"control.{name} must be >= 1, got control.{name}={v!r}")
 
     def hp_shape(self, name: str) -> tuple[int, ...]:
         return (self.n,) * _ARRAYS.get(name, 0)
