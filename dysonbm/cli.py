@@ -459,6 +459,7 @@ def cmd_info(args) -> int:
     import jax
     import optax
 
+    from dysonbm import compile_cache
     from dysonbm._version import __version__
 
     print(f"dysonbm {__version__}  jax {jax.__version__}  jaxlib {jax.lib.__version__}  optax {optax.__version__}")
@@ -466,6 +467,7 @@ def cmd_info(args) -> int:
     for d in jax.devices():
         print(f"  {d.id}: {d.platform} {getattr(d, 'device_kind', '')}")
     print(f"x64: {jax.config.jax_enable_x64}")
+    print(compile_cache.describe())
     return 0
 
 
@@ -498,7 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return 0
     configure_host_devices()
-    from dysonbm import spectrum_cli
+    from dysonbm import compile_cache, spectrum_cli
+
+    note = compile_cache.configure()
+    if note:
+        print(f"dbm: note: {note}", file=sys.stderr)
 
     commands = {"run": cmd_run, "show": cmd_show, "info": cmd_info, "reproduce": cmd_reproduce, "plot": cmd_plot,
                 "merge": cmd_merge, "spectrum": spectrum_cli.main, "configs": cmd_configs}

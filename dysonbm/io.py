@@ -341,7 +341,8 @@ class MergeError(ValueError):
 
 
 # manifest entries that describe how one process ran, not what was computed
-RUN_INFO = ("shard", "wall_time_s", "compile_s", "compiles", "created", "device", "chunk_size", "chunk_slots", "versions")
+RUN_INFO = ("shard", "wall_time_s", "compile_s", "compiles", "compiles_cached", "created", "device", "chunk_size",
+            "chunk_slots", "versions")
 
 
 def merge(shards: list[Results]) -> Results:
@@ -474,7 +475,8 @@ def summary_table(results: Results) -> str:
     head = (
         f"{m['config']['name']}: model {m['config']['model']['name']}, grid {grid_text(m['config'])}: {len(points)} points x "
         f"{div.shape[1]} replicas, {m['config']['steps']} steps, {len(results.steps)} snapshots, "
-        f"{m.get('wall_time_s', float('nan')):.1f} s (compile {m.get('compile_s', float('nan')):.1f} s) "
+        f"{m.get('wall_time_s', float('nan')):.1f} s (compile {m.get('compile_s', float('nan')):.1f} s"
+        f"{', from the cache' if m.get('compiles') and m.get('compiles_cached') == m['compiles'] else ''}) "
         f"on {m.get('device', '?')}"
     )
     return "\n".join([head, line(cols), *(line(r) for r in rows)])

@@ -4,6 +4,15 @@ import os
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
 
+# `dbm` commands run in-process store their compiled programs in a cache of this session's own
+# (`dysonbm.compile_cache`), never in the user's
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+os.environ["DBM_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="dbm-test-xla-")
+atexit.register(shutil.rmtree, os.environ["DBM_COMPILE_CACHE"], True)
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402

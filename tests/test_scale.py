@@ -65,7 +65,8 @@ def dbm(env, *args, **kw):
                           capture_output=True, text=True, timeout=120, **kw)
 
 
-def assert_same(a: io.Results, b: io.Results, ignore=("wall_time_s", "compile_s", "created", "merged_from", "axes")):
+def assert_same(a: io.Results, b: io.Results, ignore=("wall_time_s", "compile_s", "compiles_cached", "created", "merged_from",
+                                                   "axes")):
     assert a.names() == b.names()
     for name in a.names():
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)

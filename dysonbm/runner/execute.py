@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dysonbm import engine, ensemble, io, sizes
+from dysonbm import compile_cache, engine, ensemble, io, sizes
 from dysonbm._version import __version__
 from dysonbm.config import Config
 from dysonbm.runner.checkpoint import CHECKPOINT, CheckpointError, _meta, _read_npz, _state_from_host, _state_to_host, _write_npz
@@ -118,20 +118,23 @@ class _Programs:
         self.meter = meter
         self.compiled = {}
         self.seconds = 0.0
+        self.cached = 0  # of them loaded from the persistent cache (`dysonbm.compile_cache`)
 
     def get(self, name, jitted, *args):
         shapes = (name, jax.tree_util.tree_structure(args),
                   tuple((a.shape, a.dtype) for a in jax.tree_util.tree_leaves(args)))
         if shapes not in self.compiled:
-            t0 = time.perf_counter()
+            hits, t0 = compile_cache.hits(), time.perf_counter()
             self.compiled[shapes] = jitted.lower(*args).compile()
             spent = time.perf_counter() - t0
+            cached = compile_cache.hits() > hits
+            self.cached += cached
             self.seconds += spent
-            self.meter.exclude(spent)
+            self.meter.exclude(spent, cached)
         return self.compiled[shapes]
 
     def timing(self) -> dict:
-        return {"compile_s": self.seconds, "compiles": len(self.compiled)}
+        return {"compile_s": self.seconds, "compiles": len(self.compiled), "compiles_cached": self.cached}
 
 
 def _results(plan: Plan, collected, problems, diverged, diverge_step, wall, timing=None) -> io.Results:

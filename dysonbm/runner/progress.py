@@ -18,10 +18,13 @@ class Progress:
         self.start = time.perf_counter()
         self.last_print = 0.0
         self.compile_s = 0.0
+        self.cached = 0
 
-    def exclude(self, seconds: float) -> None:
-        """Time spent compiling: reported apart, not counted in the rate."""
+    def exclude(self, seconds: float, cached: bool = False) -> None:
+        """Time spent compiling (or loading a program from the persistent cache, ``cached``):
+        reported apart, not counted in the rate."""
         self.compile_s += seconds
+        self.cached += cached
         self.start += seconds
 
     def update(self, done_steps: int, label: str) -> None:
@@ -37,13 +40,17 @@ class Progress:
         frac = done_steps / self.total if self.total else 1.0
         bar = "#" * int(24 * frac)
         line = (f"[{bar:<24}] {frac:6.1%} {label}  {rate:.3g} replica-steps/s  eta {_duration(eta)}"
-                f"  (compile {self.compile_s:.1f} s)")
+                f"  (compile {self.compile_s:.1f} s{_cached_text(self.cached)})")
         end = "\r" if self.tty and done_steps < self.total else "\n"
         print(line, end=end, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.enabled and self.tty:
             print(file=self.stream, flush=True)
+
+
+def _cached_text(cached: int) -> str:
+    return f", {cached} program{'s' * (cached != 1)} from the cache" if cached else ""
 
 
 def _duration(seconds: float) -> str:
