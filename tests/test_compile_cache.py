@@ -14,9 +14,9 @@ from tests.conftest import GOOD
 
 def dbm(args, cache, tmp_path):
     """`dbm ARGS` in a fresh process (the cache is a process-wide JAX setting) with
-    DBM_COMPILE_CACHE = ``cache``, storing every program, however quick to compile."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
-    env.update(DBM_COMPILE_CACHE=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", HOME=str(tmp_path))
+    DBM_COMPILE_CACHE = ``cache`` and no JAX cache settings of the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    env.update(DBM_COMPILE_CACHE=str(cache), HOME=str(tmp_path))
     return subprocess.run([sys.executable, "-m", "dysonbm.cli", *args], env=env, capture_output=True, text=True)
 
 
@@ -62,6 +62,7 @@ def test_a_cache_that_cannot_be_created_is_skipped_with_a_note(write_config, tmp
 
 def test_a_jax_cache_set_up_by_the_user_is_left_alone(write_config, tmp_path):
     own = tmp_path / "jax-own"
+    # JAX's own threshold (1 s) would leave this small run's programs out
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(own), "DBM_COMPILE_CACHE": str(tmp_path / "ours"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     done = subprocess.run([sys.executable, "-m", "dysonbm.cli", "run", str(write_config(GOOD)), "--out",
