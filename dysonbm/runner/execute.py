@@ -124,10 +124,10 @@ class _Programs:
         shapes = (name, jax.tree_util.tree_structure(args),
                   tuple((a.shape, a.dtype) for a in jax.tree_util.tree_leaves(args)))
         if shapes not in self.compiled:
-            hits, t0 = compile_cache.hits(), time.perf_counter()
+            loaded, t0 = compile_cache.hits(), time.perf_counter()
             self.compiled[shapes] = jitted.lower(*args).compile()
             spent = time.perf_counter() - t0
-            cached = compile_cache.hits() > hits
+            cached = compile_cache.hits() > loaded
             self.cached += cached
             self.seconds += spent
             self.meter.exclude(spent, cached)
