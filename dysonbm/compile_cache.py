@@ -15,6 +15,11 @@ A JAX cache the user set up (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is
 is. Importing `dysonbm` changes no JAX setting; from Python, turn the cache on with
 ``jax.config.update("jax_compilation_cache_dir", DIR)``. The directory is not pruned (JAX's
 default); ``rm -r`` it at any time, and ``dbm info`` shows its size.
+
+JAX writes an entry in place, not atomically. An entry left empty by a process interrupted
+between creating and writing it would be read, fail and be recompiled by every later run
+(JAX warns each time), so `configure` removes empty entries; one cut short mid-write is
+reported the same way, and removing the directory clears it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def configure(environ=os.environ) -> str | None:
         return f"compilation cache off: cannot create {path} ({err.strerror or err})"
     if not os.access(path, os.W_OK | os.X_OK):
         return f"compilation cache off: {path} is not writable"
+    _remove_empty_entries(path)
     settings = {"jax_compilation_cache_dir": str(path)}
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
         settings["jax_persistent_cache_min_compile_time_secs"] = MIN_COMPILE_S
@@ -73,6 +79,15 @@ def configure(environ=os.environ) -> str | None:
     else:  # read by jax at import; spares `dbm configs` and `--help` the import
         environ.update({name.upper(): str(value) for name, value in settings.items()})
     return None
+
+
+def _remove_empty_entries(path: Path) -> None:
+    try:
+        for entry in path.glob("*-cache"):
+            if entry.is_file() and entry.stat().st_size == 0:
+                entry.unlink(missing_ok=True)
+    except OSError:  # another process removed it first, or the folder went: nothing to mend
+        pass
 
 
 def hits() -> int:

@@ -69,3 +69,18 @@ def test_a_jax_cache_set_up_by_the_user_is_left_alone(write_config, tmp_path):
                            str(tmp_path / "res"), "--quiet"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert list(own.glob("*-cache")) and not Path(tmp_path / "ours").exists()
+
+
+def test_entries_left_empty_by_an_interrupted_write_are_mended(write_config, tmp_path):
+    cfg, cache = write_config(GOOD), tmp_path / "cache"
+    assert dbm(["run", str(cfg), "--out", str(tmp_path / "a"), "--quiet"], cache, tmp_path).returncode == 0
+    entries = list(cache.glob("*-cache"))
+    assert entries
+    for entry in entries:  # as a process killed between creating and writing each would leave them
+        entry.write_bytes(b"")
+    again = dbm(["run", str(cfg), "--out", str(tmp_path / "b"), "--quiet"], cache, tmp_path)
+    assert again.returncode == 0 and "compilation cache" not in again.stderr, again.stderr
+    assert io.load(tmp_path / "b").manifest["compiles_cached"] == 0  # compiled afresh, and stored
+    assert dbm(["run", str(cfg), "--out", str(tmp_path / "c"), "--quiet"], cache, tmp_path).returncode == 0
+    third = io.load(tmp_path / "c").manifest
+    assert third["compiles_cached"] == third["compiles"]
