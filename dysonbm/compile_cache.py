@@ -58,7 +58,10 @@ def configure(environ=os.environ) -> str | None:
     note when the directory cannot be used (the run then compiles as without a cache)."""
     if _jax_dir(environ):
         return None
-    path = location(environ)
+    try:
+        path = location(environ)
+    except RuntimeError:  # Path.home() without HOME or a password entry
+        return f"compilation cache off: no home directory (set {ENV}=DIR)"
     if path is None:
         return None
     try:

@@ -84,3 +84,16 @@ def test_entries_left_empty_by_an_interrupted_write_are_mended(write_config, tmp
     assert dbm(["run", str(cfg), "--out", str(tmp_path / "c"), "--quiet"], cache, tmp_path).returncode == 0
     third = io.load(tmp_path / "c").manifest
     assert third["compiles_cached"] == third["compiles"]
+
+
+def test_no_home_directory_leaves_the_cache_off_with_a_note(tmp_path):
+    code = ("import pathlib, sys\n"
+            "def home(): raise RuntimeError('Could not determine home directory.')\n"
+            "pathlib.Path.home = staticmethod(home)\n"
+            "from dysonbm import cli\n"
+            "sys.exit(cli.main(['configs']))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DBM_COMPILE_CACHE", "XDG_CACHE_HOME") and not k.startswith("JAX_COMPILATION_CACHE")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "ts_quick" in done.stdout, done.stderr
+    assert done.stderr.strip() == "dbm: note: compilation cache off: no home directory (set DBM_COMPILE_CACHE=DIR)"
