@@ -64,12 +64,9 @@ def configure(environ=os.environ) -> str | None:
         return f"compilation cache off: no home directory (set {ENV}=DIR)"
     if path is None:
         return None
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return f"compilation cache off: cannot create {path} ({err.strerror or err})"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f"compilation cache off: {path} is not writable"
+    problem = _unusable(path)
+    if problem:
+        return f"compilation cache off: {problem}"
     _remove_empty_entries(path)
     settings = {"jax_compilation_cache_dir": str(path)}
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
@@ -84,7 +81,22 @@ def configure(environ=os.environ) -> str | None:
     return None
 
 
+def _unusable(path: Path) -> str | None:
+    """Why ``path`` cannot hold the cache, or None. Nothing is created here (JAX makes the
+    folder at its first compilation), so a command refused for bad input writes nothing."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"cannot create {path} ({probe} is not a folder)"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
 def _remove_empty_entries(path: Path) -> None:
+    if not path.is_dir():
+        return
     try:
         for entry in path.glob("*-cache"):
             if entry.is_file() and entry.stat().st_size == 0:

@@ -47,6 +47,11 @@ def test_a_rerun_loads_its_programs_from_the_cache_and_gives_the_same_numbers(wr
     info = dbm(["info"], cache, tmp_path)
     assert info.returncode == 0 and f"compilation cache: {cache} (" in info.stdout
     assert "compilation cache: off" in dbm(["info"], "off", tmp_path).stdout
+    # a command that compiles nothing, or is refused, leaves no cache folder behind
+    unused = tmp_path / "unused" / "xla"
+    assert dbm(["configs"], unused, tmp_path).returncode == 0
+    assert dbm(["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "x")], unused, tmp_path).returncode == 2
+    assert not (tmp_path / "unused").exists()
 
 
 def test_a_cache_that_cannot_be_created_is_skipped_with_a_note(write_config, tmp_path):
@@ -55,7 +60,7 @@ def test_a_cache_that_cannot_be_created_is_skipped_with_a_note(write_config, tmp
     done = dbm(["run", str(write_config(GOOD)), "--out", str(tmp_path / "res"), "--quiet"], blocker / "xla", tmp_path)
     assert done.returncode == 0, done.stderr
     notes = [line for line in done.stderr.splitlines() if "compilation cache" in line]
-    assert notes == [f"dbm: note: compilation cache off: cannot create {blocker / 'xla'} (Not a directory)"]
+    assert notes == [f"dbm: note: compilation cache off: cannot create {blocker / 'xla'} ({blocker} is not a folder)"]
     assert io.load(tmp_path / "res").manifest["compiles_cached"] == 0
     assert blocker.read_text() == "not a directory"
 
